@@ -1,0 +1,84 @@
+"""graphc: a deep-learning compiler. Build a symbolic graph, take `grad`, compile, run.
+
+>>> import numpy as np, graphc as gc
+>>> x = gc.placeholder("x", (None, 3))
+>>> W = gc.shared(np.ones((3, 2), "float32"), name="W")
+>>> loss = gc.mean(gc.square(x @ W))
+>>> gW = gc.grad(loss, W)
+>>> f = gc.function([x], loss, updates=[(W, W - 0.1 * gW)])
+>>> float(f(np.ones((4, 3), "float32")))
+9.0
+"""
+
+from . import ops, passes
+from .autodiff import grad
+from .core import CompileError, DTypeError, GradError, Graph, ShapeError, Var, constant
+from .ops import (
+    abs,
+    argmax,
+    broadcast_to,
+    cast,
+    clip,
+    concatenate,
+    cos,
+    divide,
+    elu,
+    equal,
+    exp,
+    expand_dims,
+    expm1,
+    greater,
+    greater_equal,
+    leaky_relu,
+    less,
+    less_equal,
+    log,
+    log1p,
+    log_softmax,
+    logsumexp,
+    matmul,
+    max,
+    maximum,
+    mean,
+    min,
+    minimum,
+    multiply,
+    negative,
+    not_equal,
+    one_hot,
+    power,
+    random,
+    relu,
+    reshape,
+    sigmoid,
+    sign,
+    sin,
+    softmax,
+    softmax_cross_entropy,
+    softplus,
+    sqrt,
+    square,
+    squeeze,
+    stack,
+    stop_gradient,
+    subtract,
+    sum,
+    take,
+    tanh,
+    transpose,
+    where,
+)
+from .ops import add as add
+from .runtime import Function, function, placeholder, shared
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CompileError", "DTypeError", "Function", "GradError", "Graph", "ShapeError", "Var", "abs", "add", "argmax",
+    "broadcast_to", "cast", "clip", "concatenate", "constant", "cos", "divide", "elu", "equal", "exp",
+    "expand_dims", "expm1", "function", "grad", "greater", "greater_equal", "leaky_relu", "less", "less_equal",
+    "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
+    "multiply", "negative", "not_equal", "one_hot", "ops", "passes", "placeholder", "power", "random", "relu",
+    "reshape", "shared", "sigmoid", "sign", "sin", "softmax", "softmax_cross_entropy", "softplus", "sqrt",
+    "square", "squeeze", "stack", "stop_gradient", "subtract", "sum", "take", "tanh", "transpose", "where",
+]

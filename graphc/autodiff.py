@@ -1,0 +1,114 @@
+"""Symbol-to-symbol reverse-mode differentiation: `grad` adds gradient nodes to the graph.
+
+The reverse sweep walks the nodes between `wrt` and `cost` backwards, asks each op for its vjp
+(built from graph ops), and sums cotangents where a Var fans out. Because the result is an
+ordinary graph, it can be optimised, compiled, or differentiated again (higher-order gradients).
+
+Before the sweep the cost's graph is put in its stable form (passes.stabilize: log(softmax) ->
+log_softmax, ...) so that the gradient of a naively written loss is the stable one, never a
+division by an underflowed probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .core import GradError, Var, is_float, toposort
+from .ops import add, zeros_like
+
+
+def grad(cost: Var, wrt: Var | Sequence[Var], stabilize: bool = True) -> Var | list[Var]:
+    """Symbolic gradient of scalar `cost` with respect to each Var in `wrt`.
+
+    Returns a single Var when `wrt` is a Var, else a list. A `wrt` that `cost` does not depend
+    on gets zeros. Integer and bool Vars have no gradient and are refused.
+
+    >>> import graphc as gc
+    >>> x = gc.placeholder("x", (), "float64")
+    >>> gx = gc.grad(x * x * x, x)
+    >>> float(gc.function([x], gx)(2.0))
+    12.0
+    """
+    single = isinstance(wrt, Var)
+    wrt_list = [wrt] if single else list(wrt) if isinstance(wrt, (list, tuple)) else None
+    if wrt_list is None:
+        raise GradError(f"grad: wrt must be a Var or a list of Vars, got {type(wrt).__name__}")
+    _check(cost, wrt_list)
+    if stabilize:
+        cost = _stable_form(cost, wrt_list)
+    grads = _reverse_sweep(cost, wrt_list)
+    out = [g if g is not None else zeros_like(w) for g, w in zip(grads, wrt_list)]
+    return out[0] if single else out
+
+
+def _check(cost, wrt_list):
+    if not isinstance(cost, Var):
+        raise GradError(f"grad: cost must be a Var, got {type(cost).__name__}")
+    if cost.ndim != 0:
+        raise GradError(f"grad: cost must be a scalar (shape ()), got shape {cost.shape}; "
+                        "reduce it first, e.g. cost.sum() or cost.mean()")
+    if not is_float(cost.dtype):
+        raise GradError(f"grad: cost must be float, got {cost.dtype}")
+    for i, w in enumerate(wrt_list):
+        if not isinstance(w, Var):
+            raise GradError(f"grad: wrt[{i}] must be a Var, got {type(w).__name__}")
+        if not is_float(w.dtype):
+            raise GradError(f"grad: wrt[{i}] ({w.name or w}) is {w.dtype}; only float Vars have gradients")
+
+
+def _stable_form(cost: Var, wrt_list):
+    from .passes.stabilize import stabilize_vars
+
+    (stable,) = stabilize_vars([cost])
+    # A rewrite may absorb an intermediate the caller differentiates with respect to; keep the
+    # original graph then (the gradient must stay connected).
+    reachable = {id(v) for n in toposort([stable]) for v in (*n.inputs, *n.outputs)} | {id(stable)}
+    return stable if all(id(w) in reachable for w in wrt_list) else cost
+
+
+def _reverse_sweep(cost: Var, wrt_list) -> list[Var | None]:
+    nodes = toposort([cost])
+    # Only nodes on a path from some wrt to the cost need a vjp.
+    needed = {id(w) for w in wrt_list}
+    for node in nodes:
+        if any(id(v) in needed for v in node.inputs):
+            needed.update(id(o) for o in node.outputs)
+    cotangents: dict[int, list[Var]] = {id(cost): [_ones_like(cost)]}
+
+    def total(v: Var) -> Var | None:
+        parts = cotangents.get(id(v))
+        if not parts:
+            return None
+        if len(parts) > 1:
+            acc = parts[0]
+            for p in parts[1:]:
+                acc = add(acc, p)
+            cotangents[id(v)] = [acc]
+        return cotangents[id(v)][0]
+
+    for node in reversed(nodes):
+        if not any(id(o) in needed for o in node.outputs):
+            continue
+        outs = [total(o) for o in node.outputs]
+        if all(g is None for g in outs) or not node.op.differentiable:
+            continue
+        in_grads = node.op.vjp(node, outs)
+        if len(in_grads) != len(node.inputs):
+            raise AssertionError(f"{node.op.name}.vjp returned {len(in_grads)} grads for {len(node.inputs)} inputs")
+        for x, gx in zip(node.inputs, in_grads):
+            if gx is None or id(x) not in needed or not is_float(x.dtype):
+                continue
+            if gx.shape != x.shape and not _compatible(gx.shape, x.shape):
+                raise AssertionError(f"{node.op.name}.vjp: gradient shape {gx.shape} for input {x.shape}")
+            cotangents.setdefault(id(x), []).append(gx)
+    return [total(w) for w in wrt_list]
+
+
+def _compatible(a, b) -> bool:
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
+def _ones_like(v: Var) -> Var:
+    from .core import constant
+
+    return constant(1, v.dtype)

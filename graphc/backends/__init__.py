@@ -1,0 +1,33 @@
+"""Backends turn an optimised Graph into a Program: ``program(args) -> outputs``.
+
+A Program computes every output from the values *before* the call and then writes the update
+values into the shared variables' storage (Theano semantics). Backends never change the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+from ..core import Graph, SharedVar
+
+
+class Program(Protocol):
+    source: str
+
+    def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+
+def compile_graph(backend: str, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar]) -> Program:
+    """Build `graph` with the named backend. The last ``len(update_targets)`` graph outputs are
+    the new values of `update_targets`."""
+    if backend == "ref":
+        from .ref import RefProgram
+
+        return RefProgram(graph, n_outputs, update_targets)
+    if backend in ("c", "cuda"):
+        raise NotImplementedError(f"backend {backend!r} is not available yet in this version of graphc; "
+                                  "use backend='ref'")
+    raise ValueError(f"unknown backend {backend!r}; choose 'ref', 'c' or 'cuda'")

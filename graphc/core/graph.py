@@ -1,0 +1,292 @@
+"""The IR: Var, Node, Op, the leaf kinds, hash-consing and toposort.
+
+Nodes are immutable and hash-consed: applying the same op (equal attributes) to the same input
+Vars returns the existing node, so common subexpressions are shared as the graph is built.
+An Op is a frozen dataclass; its attributes may be any hashable value, including a subgraph,
+so control-flow ops (scan) fit without changing this module. Ops may have several outputs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import weakref
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .dtypes import canonical_dtype
+from .errors import DTypeError, ShapeError
+from .types import TensorType, matches
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+
+def _ops():
+    # Var's operators are defined by the op library; imported late because core sits upstream.
+    import graphc.ops as ops
+
+    return ops
+
+
+class Var:
+    """A symbolic tensor: a leaf (placeholder, constant, shared) or output `index` of `owner`."""
+
+    __slots__ = ("type", "owner", "index", "name", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray + Var` defer to Var.__radd__
+
+    def __init__(self, type: TensorType, owner: Node | None = None, index: int = 0, name: str | None = None):
+        self.type = type
+        self.owner = owner
+        self.index = index
+        self.name = name
+
+    shape = property(lambda self: self.type.shape, doc="tuple of int | None")
+    dtype = property(lambda self: self.type.dtype, doc="dtype name, e.g. 'float32'")
+    ndim = property(lambda self: self.type.ndim)
+
+    def __repr__(self) -> str:
+        what = self.owner.op.name if self.owner is not None else type(self).__name__.lower()
+        label = f" {self.name!r}" if self.name else ""
+        return f"<Var{label} {self.type} from {what}>"
+
+    def __bool__(self):
+        raise TypeError("a symbolic Var has no truth value; use gc.where(...) for data-dependent choices")
+
+    def __iter__(self):
+        raise TypeError("a symbolic Var cannot be iterated; index it or use gc.split-style ops")
+
+    def __len__(self):
+        if not self.shape or self.shape[0] is None:
+            raise TypeError(f"len() needs a static first dimension, {self} has shape {self.shape}")
+        return self.shape[0]
+
+    # arithmetic -------------------------------------------------------------------------------
+    def __add__(self, o): return _ops().add(self, o)
+    def __radd__(self, o): return _ops().add(o, self)
+    def __sub__(self, o): return _ops().subtract(self, o)
+    def __rsub__(self, o): return _ops().subtract(o, self)
+    def __mul__(self, o): return _ops().multiply(self, o)
+    def __rmul__(self, o): return _ops().multiply(o, self)
+    def __truediv__(self, o): return _ops().divide(self, o)
+    def __rtruediv__(self, o): return _ops().divide(o, self)
+    def __pow__(self, o): return _ops().power(self, o)
+    def __rpow__(self, o): return _ops().power(o, self)
+    def __matmul__(self, o): return _ops().matmul(self, o)
+    def __rmatmul__(self, o): return _ops().matmul(o, self)
+    def __neg__(self): return _ops().negative(self)
+    def __pos__(self): return self
+    def __abs__(self): return _ops().abs(self)
+    def __lt__(self, o): return _ops().less(self, o)
+    def __le__(self, o): return _ops().less_equal(self, o)
+    def __gt__(self, o): return _ops().greater(self, o)
+    def __ge__(self, o): return _ops().greater_equal(self, o)
+    # == and != stay identity comparisons (Vars are dict keys); use gc.equal / gc.not_equal.
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    def __getitem__(self, index): return _ops().getitem(self, index)
+
+    @property
+    def T(self) -> Var:
+        return _ops().transpose(self)
+
+    def sum(self, axis=None, keepdims=False): return _ops().sum(self, axis, keepdims)
+    def mean(self, axis=None, keepdims=False): return _ops().mean(self, axis, keepdims)
+    def max(self, axis=None, keepdims=False): return _ops().max(self, axis, keepdims)
+    def min(self, axis=None, keepdims=False): return _ops().min(self, axis, keepdims)
+    def reshape(self, *shape): return _ops().reshape(self, shape[0] if len(shape) == 1 else shape)
+    def transpose(self, *axes): return _ops().transpose(self, (axes[0] if len(axes) == 1 else axes) or None)
+    def astype(self, dtype): return _ops().cast(self, dtype)
+
+
+class Placeholder(Var):
+    """A function input, bound to an array at call time."""
+
+    __slots__ = ()
+
+
+class Constant(Var):
+    """A read-only array baked into the graph. Equal small constants are one Var."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: np.ndarray, name: str | None = None):
+        super().__init__(TensorType(value.dtype.name, value.shape), name=name)
+        self.value = value
+
+
+class SharedVar(Var):
+    """State that persists across calls (weights, optimizer slots, RNG counters)."""
+
+    __slots__ = ("_storage",)
+    _ids = itertools.count()
+
+    def __init__(self, value: np.ndarray, name: str | None = None):
+        super().__init__(TensorType(value.dtype.name, value.shape), name=name or f"shared{next(self._ids)}")
+        self._storage = np.array(value, copy=True, order="C")
+
+    def get_value(self) -> np.ndarray:
+        """Return a copy of the current value.
+
+        >>> import graphc as gc
+        >>> gc.shared(np.ones(2, "float32")).get_value()
+        array([1., 1.], dtype=float32)
+        """
+        return self._storage.copy()
+
+    def set_value(self, value) -> None:
+        """Replace the value (copied). The shape and dtype must match the variable's type."""
+        arr = np.asarray(value)
+        if not matches(self.shape, arr.shape):
+            raise ShapeError(f"set_value of {self.name!r}: expected shape {self.shape}, got {arr.shape}")
+        if arr.dtype.name != self.dtype:
+            if not np.can_cast(arr.dtype, self.dtype, "same_kind"):
+                raise DTypeError(f"set_value of {self.name!r}: expected {self.dtype}, got {arr.dtype.name}")
+            arr = arr.astype(self.dtype)
+        self._storage[...] = arr
+
+    @property
+    def storage(self) -> np.ndarray:
+        """The live array (no copy). Backends read and update it in place."""
+        return self._storage
+
+
+class Node:
+    """One application of an op to input Vars; produces ``op.nout`` output Vars."""
+
+    __slots__ = ("op", "inputs", "outputs", "__weakref__")
+
+    def __init__(self, op: Op, inputs: tuple[Var, ...], out_types: Sequence[TensorType]):
+        self.op = op
+        self.inputs = inputs
+        self.outputs = tuple(Var(t, self, i) for i, t in enumerate(out_types))
+
+    def __repr__(self) -> str:
+        return f"<Node {self.op.name}({', '.join(str(i.type) for i in self.inputs)})>"
+
+
+_interned_nodes: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_interned_constants: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+_CONSTANT_INTERN_LIMIT = 4096  # bytes; larger constants are compared by identity
+
+
+class Op:
+    """Base class of every operation. Subclasses are ``@dataclass(frozen=True)``.
+
+    Everything about an op lives in its class: `infer` (types, raising ShapeError/DTypeError),
+    `perform` (the NumPy reference), `vjp` (the gradient, built from graph ops) and
+    `infer_shape` (call-time shapes, for backends that bind dimensions at run time).
+    """
+
+    nout = 1
+    #: False for ops whose output carries no gradient (comparisons, argmax, shape queries).
+    differentiable = True
+    #: False for ops with hidden state (random draws): never folded at compile time.
+    foldable = True
+
+    @property
+    def name(self) -> str:
+        n = type(self).__name__
+        return "".join("_" + c.lower() if c.isupper() else c for c in n).lstrip("_")
+
+    def attrs(self) -> dict:
+        from dataclasses import fields, is_dataclass
+
+        return {f.name: getattr(self, f.name) for f in fields(self)} if is_dataclass(self) else {}
+
+    def infer(self, *types: TensorType) -> tuple[TensorType, ...]:
+        raise NotImplementedError
+
+    def perform(self, node: Node, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        raise NotImplementedError
+
+    def vjp(self, node: Node, cotangents: Sequence[Var | None]) -> list[Var | None]:
+        raise NotImplementedError(f"{self.name} has no gradient")
+
+    def infer_shape(self, node: Node, shapes: Sequence[tuple]) -> list[tuple]:
+        """Call-time output shapes from call-time input shapes (default: re-run `infer`)."""
+        types = [TensorType(v.dtype, s) for v, s in zip(node.inputs, shapes)]
+        return [t.shape for t in self.infer(*types)]
+
+    def __call__(self, *inputs: Var):
+        node = apply(self, inputs)
+        return node.outputs[0] if self.nout == 1 else node.outputs
+
+
+def apply(op: Op, inputs: Iterable[Var]) -> Node:
+    """The node for `op` applied to `inputs`: the existing one when it was built before."""
+    inputs = tuple(inputs)
+    for v in inputs:
+        if not isinstance(v, Var):
+            raise TypeError(f"{op.name}: inputs must be Vars, got {type(v).__name__}")
+    key = (op, inputs)
+    node = _interned_nodes.get(key)
+    if node is None:
+        out_types = op.infer(*(v.type for v in inputs))
+        node = Node(op, inputs, out_types)
+        _interned_nodes[key] = node
+    return node
+
+
+def constant(value, dtype=None, name: str | None = None) -> Constant:
+    """A constant Var. Python floats become float32 and ints int32 unless `dtype` says otherwise.
+
+    >>> import graphc as gc
+    >>> gc.constant(2.0).dtype
+    'float32'
+    """
+    if isinstance(value, Var):
+        raise TypeError("constant() takes a value, not a Var")
+    if dtype is None and isinstance(value, (bool, np.bool_)):
+        dtype = "bool"
+    elif dtype is None and isinstance(value, float):
+        dtype = "float32"
+    elif dtype is None and isinstance(value, int):
+        dtype = "int32"
+    arr = np.asarray(value) if dtype is None else np.asarray(value, dtype=canonical_dtype(dtype))
+    if arr.dtype.name not in ("float32", "float64", "int32", "int64", "bool"):
+        arr = arr.astype(canonical_dtype(arr.dtype))
+    arr = np.array(arr, order="C", copy=True)  # ascontiguousarray would make 0-d arrays 1-d
+    arr.flags.writeable = False
+    if arr.nbytes > _CONSTANT_INTERN_LIMIT or name is not None:
+        return Constant(arr, name)
+    key = (arr.dtype.name, arr.shape, arr.tobytes())
+    c = _interned_constants.get(key)
+    if c is None:
+        c = Constant(arr)
+        _interned_constants[key] = c
+    return c
+
+
+def toposort(outputs: Iterable[Var]) -> list[Node]:
+    """Every node the outputs depend on, each after its inputs' nodes (iterative, no recursion)."""
+    order: list[Node] = []
+    done: set[int] = set()
+    stack = [(v.owner, False) for v in outputs if v.owner is not None]
+    while stack:
+        node, expanded = stack.pop()
+        if id(node) in done:
+            continue
+        if expanded:
+            done.add(id(node))
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for v in reversed(node.inputs):
+            if v.owner is not None and id(v.owner) not in done:
+                stack.append((v.owner, False))
+    return order
+
+
+def leaves(outputs: Iterable[Var]) -> list[Var]:
+    """The leaf Vars (placeholders, constants, shared) the outputs depend on, in first-use order."""
+    seen: dict[int, Var] = {}
+    for v in outputs:
+        if v.owner is None:
+            seen.setdefault(id(v), v)
+    for node in toposort(outputs):
+        for v in node.inputs:
+            if v.owner is None:
+                seen.setdefault(id(v), v)
+    return list(seen.values())

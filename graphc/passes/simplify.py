@@ -1,0 +1,140 @@
+"""Algebraic simplification: identities that remove work without changing any value.
+
+x*1, 1*x, x/1, x+0, 0+x, x-0 -> x;  0-x -> -x;  --x -> x;  x**1 -> x, x**2 -> square(x),
+x**0.5 -> sqrt(x);  transpose(transpose(x)) -> one transpose (or x);  reshape(reshape(x)) ->
+one reshape (or x);  squeeze/expand_dims pairs;  lossless cast round trips;  stop_gradient -> x
+(gradients are already built when a function is compiled);  multiplication by a broadcast ones
+tensor -> x. A rule only fires when the result has exactly the type of the node it replaces.
+"""
+
+from __future__ import annotations
+
+from ..core import Var
+from ..ops import Reshape, Transpose, negative, sqrt, square
+from .rewrite import RuleSet, graph_pass, producer, same_type, scalar_value
+
+rules = RuleSet("simplify")
+
+
+def _identity_operand(node, identity: float, positions=(0, 1)) -> Var | None:
+    out = node.outputs[0]
+    for i in positions:
+        other = node.inputs[1 - i]
+        if scalar_value(node.inputs[i]) == identity and same_type(other, out):
+            return other
+    return None
+
+
+@rules.on("multiply")
+def mul_by_one(node):
+    return _identity_operand(node, 1)
+
+
+@rules.on("divide")
+def div_by_one(node):
+    return _identity_operand(node, 1, positions=(1,))
+
+
+@rules.on("add")
+def add_zero(node):
+    return _identity_operand(node, 0)
+
+
+@rules.on("subtract")
+def sub_zero(node):
+    x, y = node.inputs
+    if scalar_value(x) == 0 and same_type(y, node.outputs[0]):
+        return negative(y)
+    return _identity_operand(node, 0, positions=(1,))
+
+
+@rules.on("negative")
+def double_negation(node):
+    inner = producer(node.inputs[0], "negative")
+    return inner.inputs[0] if inner is not None else None
+
+
+@rules.on("power")
+def small_powers(node):
+    x, p = node.inputs
+    e = scalar_value(p)
+    if e is None or not same_type(x, node.outputs[0]):
+        return None
+    if e == 1:
+        return x
+    if e == 2:
+        return square(x)
+    if e == 0.5 and x.dtype.startswith("float"):
+        return sqrt(x)
+    return None
+
+
+@rules.on("transpose")
+def transpose_of_transpose(node):
+    inner = producer(node.inputs[0], "transpose")
+    if inner is None:
+        return None
+    perm = tuple(inner.op.perm[p] for p in node.op.perm)
+    x = inner.inputs[0]
+    return x if perm == tuple(range(len(perm))) else Transpose(perm)(x)
+
+
+@rules.on("reshape")
+def reshape_of_reshape(node):
+    x = node.inputs[0]
+    out = node.outputs[0]
+    inner = producer(x, "reshape", "reshape_like")
+    if inner is not None:
+        x = inner.inputs[0]
+        if same_type(x, out) and None not in x.shape:
+            return x
+        return Reshape(node.op.shape)(x)
+    if same_type(x, out) and None not in x.shape:
+        return x
+    return None
+
+
+@rules.on("squeeze")
+def squeeze_of_expand(node):
+    inner = producer(node.inputs[0], "expand_dims")
+    if inner is not None and inner.op.axes == node.op.axes:
+        return inner.inputs[0]
+    return None
+
+
+@rules.on("expand_dims")
+def expand_of_squeeze(node):
+    inner = producer(node.inputs[0], "squeeze")
+    if inner is not None and inner.op.axes == node.op.axes and same_type(inner.inputs[0], node.outputs[0]):
+        return inner.inputs[0]
+    return None
+
+
+_WIDENING = {("float32", "float64"), ("int32", "int64"), ("int32", "float64"), ("bool", "int32"),
+             ("bool", "int64"), ("bool", "float32"), ("bool", "float64")}
+
+
+@rules.on("cast")
+def cast_round_trip(node):
+    inner = producer(node.inputs[0], "cast")
+    if inner is not None:
+        x = inner.inputs[0]
+        if x.dtype == node.op.dtype and (x.dtype, inner.op.dtype) in _WIDENING:
+            return x
+    return None
+
+
+@rules.on("stop_gradient")
+def drop_stop_gradient(node):
+    return node.inputs[0]
+
+
+@rules.on("broadcast_to", "broadcast_like", "reshape_like")
+def no_op_shape(node):
+    x = node.inputs[0]
+    if same_type(x, node.outputs[0]) and None not in x.shape:
+        return x
+    return None
+
+
+run = graph_pass(rules)

@@ -1,0 +1,244 @@
+"""Function: compiles a graph once, then checks arguments and runs the backend's program.
+
+Argument checks name the offending input. Updates follow Theano: every update expression is
+computed from the values before the call, then all are written. Random ops' call counters are
+advanced by implicit updates, so each call draws fresh numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .backends import compile_graph
+from .core import (
+    DTypeError,
+    Graph,
+    Placeholder,
+    ShapeError,
+    SharedVar,
+    TensorType,
+    Var,
+    canonical_dtype,
+    constant,
+    is_float,
+    is_int,
+    leaves,
+    matches,
+    normalize_shape,
+    toposort,
+)
+from .passes import optimize
+
+
+def placeholder(name: str, shape=(), dtype="float32") -> Placeholder:
+    """A function input. ``None`` in `shape` is a dimension bound at call time (usually the batch).
+
+    >>> import graphc as gc
+    >>> gc.placeholder("x", (None, 784)).shape
+    (None, 784)
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"placeholder: name must be a non-empty str, got {name!r}")
+    return Placeholder(TensorType(canonical_dtype(dtype), normalize_shape(shape)), name=name)
+
+
+def shared(value, name: str | None = None, dtype=None) -> SharedVar:
+    """State that persists across calls. The value is copied; Python floats become float32.
+
+    >>> import graphc as gc
+    >>> W = gc.shared(np.zeros((784, 10), "float32"), name="W")
+    >>> W.shape, W.dtype
+    ((784, 10), 'float32')
+    """
+    if isinstance(value, Var):
+        raise TypeError("shared() takes an array, not a Var")
+    return SharedVar(constant(value, dtype).value, name=name)
+
+
+class Function:
+    """A compiled graph. Call it with arrays for `inputs` (positionally or by name).
+
+    Attributes: `graph` (the optimised Graph; print it), `source` (generated code, "" for ref),
+    `inputs`, `outputs`, `updates`.
+    """
+
+    def __init__(self, inputs: Sequence[Var], outputs, updates=None, backend: str = "ref",
+                 exclude_passes: Sequence[str] = (), allow_input_downcast: bool = False):
+        self.inputs = _check_inputs(inputs)
+        self._single = isinstance(outputs, Var)
+        outs = [outputs] if self._single else list(outputs) if isinstance(outputs, (list, tuple)) else None
+        if outs is None:
+            raise TypeError(f"function: outputs must be a Var or a list of Vars, got {type(outputs).__name__}")
+        for i, o in enumerate(outs):
+            if not isinstance(o, Var):
+                raise TypeError(f"function: outputs[{i}] is {type(o).__name__}, not a Var")
+        self.outputs = outs
+        self.updates = _check_updates(updates)
+        self.updates += _rng_updates(outs + [e for _, e in self.updates], {id(t) for t, _ in self.updates})
+        self.backend = backend
+        self.allow_input_downcast = allow_input_downcast
+        targets = [t for t, _ in self.updates]
+        exprs = outs + [e for _, e in self.updates]
+        _check_missing_inputs(self.inputs, exprs)
+        self.graph = optimize(Graph(self.inputs, exprs), exclude=exclude_passes)
+        self._program = compile_graph(backend, self.graph, len(outs), targets)
+        if os.environ.get("GRAPHC_DEBUG"):
+            print(f"[graphc] optimised graph ({backend}):\n{self.graph}", file=sys.stderr)
+            if self.source:
+                print(f"[graphc] generated source:\n{self.source}", file=sys.stderr)
+
+    @property
+    def source(self) -> str:
+        """The generated source text ("" for the reference backend)."""
+        return self._program.source
+
+    def __call__(self, *args, **kwargs):
+        values = self._bind_args(args, kwargs)
+        outs = self._program(values)
+        return outs[0] if self._single else outs
+
+    def _bind_args(self, args, kwargs) -> list[np.ndarray]:
+        names = [p.name for p in self.inputs]
+        if len(args) > len(self.inputs):
+            raise TypeError(f"function takes {len(self.inputs)} argument(s) ({', '.join(names)}), got {len(args)}")
+        values = list(args) + [None] * (len(self.inputs) - len(args))
+        given = [True] * len(args) + [False] * (len(self.inputs) - len(args))
+        for key, val in kwargs.items():
+            if key not in names:
+                raise TypeError(f"function got an unexpected argument {key!r}; inputs are {', '.join(names)}")
+            k = names.index(key)
+            if given[k]:
+                raise TypeError(f"function got argument {key!r} twice")
+            values[k], given[k] = val, True
+        missing = [n for n, g in zip(names, given) if not g]
+        if missing:
+            raise TypeError(f"function takes {len(self.inputs)} argument(s) ({', '.join(names)}); "
+                            f"missing {', '.join(missing)}")
+        return [_convert_arg(p, v, self.allow_input_downcast) for p, v in zip(self.inputs, values)]
+
+
+def function(inputs: Sequence[Var], outputs, updates=None, backend: str = "ref", **options) -> Function:
+    """Compile `outputs` (a Var or a list) as a function of the placeholders `inputs`.
+
+    `updates` is a list of ``(shared_var, new_value_expr)`` pairs (or a dict), applied after
+    each call from the values before it. Options: ``exclude_passes=("fold", ...)``,
+    ``allow_input_downcast=True`` (accept float64 arrays for float32 inputs, etc.).
+
+    >>> import graphc as gc
+    >>> x = gc.placeholder("x", (None, 2))
+    >>> f = gc.function([x], (x * 2.0).sum())
+    >>> float(f(np.ones((3, 2), "float32")))
+    12.0
+    """
+    return Function(inputs, outputs, updates, backend, **options)
+
+
+def _check_inputs(inputs) -> list[Placeholder]:
+    if isinstance(inputs, Var):
+        raise TypeError("function: inputs must be a list of placeholders, e.g. [x]")
+    inputs = list(inputs)
+    for i, v in enumerate(inputs):
+        if isinstance(v, SharedVar):
+            raise TypeError(f"function: inputs[{i}] ({v.name}) is a shared variable; shared values are "
+                            "used implicitly, so leave them out of inputs")
+        if not isinstance(v, Placeholder):
+            raise TypeError(f"function: inputs[{i}] must be a placeholder, got {v!r}")
+    if len({id(v) for v in inputs}) != len(inputs):
+        raise ValueError("function: the same placeholder appears twice in inputs")
+    names = [v.name for v in inputs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"function: input names must be unique, got {names}")
+    return inputs
+
+
+def _check_updates(updates) -> list[tuple[SharedVar, Var]]:
+    if updates is None:
+        return []
+    pairs = list(updates.items()) if isinstance(updates, Mapping) else list(updates)
+    out, seen = [], set()
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise TypeError(f"function: updates[{i}] must be a (shared_var, expression) pair")
+        target, expr = pair
+        if not isinstance(target, SharedVar):
+            raise TypeError(f"function: updates[{i}] target must be a shared variable, got {target!r}")
+        if id(target) in seen:
+            raise ValueError(f"function: shared variable {target.name!r} is updated twice")
+        seen.add(id(target))
+        if not isinstance(expr, Var):
+            expr = constant(np.asarray(expr, dtype=target.dtype))
+        if expr.dtype != target.dtype:
+            raise DTypeError(f"function: update of {target.name!r} ({target.dtype}) has dtype {expr.dtype}; "
+                             f"cast it with .astype('{target.dtype}')")
+        if not _fits(expr.shape, target.shape):
+            raise ShapeError(f"function: update of {target.name!r} {target.shape} has shape {expr.shape}")
+        out.append((target, expr))
+    return out
+
+
+def _fits(expr_shape, target_shape) -> bool:
+    return len(expr_shape) == len(target_shape) and all(
+        e is None or e == t for e, t in zip(expr_shape, target_shape))
+
+
+def _rng_updates(exprs, already) -> list[tuple[SharedVar, Var]]:
+    from .ops.random import Random, counter_of
+
+    out = []
+    for node in toposort(exprs):
+        if isinstance(node.op, Random):
+            counter = counter_of(node)
+            if id(counter) not in already:
+                already.add(id(counter))
+                out.append((counter, counter + 1))
+    return out
+
+
+def _check_missing_inputs(inputs, exprs) -> None:
+    given = {id(v) for v in inputs}
+    for v in leaves(exprs):
+        if isinstance(v, Placeholder) and id(v) not in given:
+            raise ValueError(f"function: the outputs depend on placeholder {v.name!r}, which is not in inputs "
+                             f"({', '.join(p.name for p in inputs) or 'none'})")
+
+
+def _convert_arg(p: Placeholder, value, allow_downcast: bool) -> np.ndarray:
+    """Turn an argument into an array of the input's dtype and check its shape; name the input."""
+    if isinstance(value, Var):
+        raise TypeError(f"input {p.name!r}: got a symbolic Var; functions take arrays")
+    from_python = not isinstance(value, (np.ndarray, np.generic))
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # ragged lists and the like
+        raise TypeError(f"input {p.name!r}: cannot convert {type(value).__name__} to an array ({e})") from e
+    want = p.dtype
+    have = arr.dtype
+    if have.kind not in "biuf":
+        raise TypeError(f"input {p.name!r} expects {want}, got an array of {have}")
+    if have.name != want:
+        arr = _cast_arg(p, arr, want, from_python, allow_downcast)
+    if not matches(p.shape, arr.shape):
+        shown = tuple("None" if d is None else d for d in p.shape)
+        raise ShapeError(f"input {p.name!r} expects shape ({', '.join(map(str, shown))}), got {arr.shape}")
+    return arr
+
+
+def _cast_arg(p, arr, want, from_python, allow_downcast):
+    have = arr.dtype
+    if np.can_cast(have, want, "safe"):
+        return arr.astype(want)
+    if is_int(want) and have.kind in "iu":
+        info = np.iinfo(want)
+        if arr.size and (arr.min() < info.min or arr.max() > info.max):
+            raise TypeError(f"input {p.name!r} expects {want}; values of the {have.name} array do not fit")
+        return arr.astype(want)
+    if is_float(want) and have.kind == "f" and (from_python or allow_downcast):
+        return arr.astype(want)
+    if allow_downcast and not (is_int(want) and have.kind == "f"):
+        return arr.astype(want)
+    hint = f"pass x.astype('{want}')" + ("" if is_int(want) else " or compile with allow_input_downcast=True")
+    raise TypeError(f"input {p.name!r} expects {want}, got {have.name}; {hint}")

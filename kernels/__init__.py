@@ -1,0 +1,1 @@
+"""Hand-written C and CUDA sources that generated code includes (installed as graphc.kernels)."""
