@@ -111,7 +111,7 @@ _G = sp.Symbol("g")
 _ARGS = sp.symbols("x0:3")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _derivative(scalar: str, i: int) -> sp.Expr:
     spec = SCALAR_OPS[scalar]
     args = _ARGS[: spec.nin]

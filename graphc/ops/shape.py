@@ -7,7 +7,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import Op, ShapeError, TensorType, Var, broadcast_static, constant, dtype_error, is_int, shape_error
+from ..core import (
+    Op,
+    ShapeError,
+    TensorType,
+    Var,
+    broadcast_static,
+    constant,
+    dtype_error,
+    is_int,
+    shape_error,
+)
 from ._base import as_var, normalize_axes, normalize_axis, promote
 from .registry import Case, register
 
