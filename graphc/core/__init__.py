@@ -4,12 +4,13 @@ from .broadcast import broadcast_concrete, broadcast_static
 from .dtypes import DTYPES, FLOAT_DTYPES, INT_DTYPES, canonical_dtype, is_float, is_int, result_dtype
 from .errors import CompileError, DTypeError, GradError, ShapeError, dtype_error, shape_error, user_line
 from .fgraph import Graph
-from .graph import Constant, Node, Op, Placeholder, SharedVar, Var, apply, constant, leaves, toposort
+from .graph import Constant, Node, Op, Placeholder, SharedVar, Var, apply, clone_replace, constant, leaves, toposort
 from .types import TensorType, format_shape, matches, normalize_shape
 
 __all__ = [
     "DTYPES", "FLOAT_DTYPES", "INT_DTYPES", "CompileError", "Constant", "DTypeError", "GradError", "Graph",
     "Node", "Op", "Placeholder", "ShapeError", "SharedVar", "TensorType", "Var", "apply", "broadcast_concrete",
-    "broadcast_static", "canonical_dtype", "constant", "dtype_error", "format_shape", "is_float", "is_int",
+    "clone_replace", "broadcast_static", "canonical_dtype", "constant", "dtype_error", "format_shape", "is_float",
+    "is_int",
     "leaves", "matches", "normalize_shape", "result_dtype", "shape_error", "toposort", "user_line",
 ]

@@ -29,22 +29,36 @@ class GradError(ValueError):
     """`grad` was asked for something that has no gradient (non-scalar cost, integer wrt, ...)."""
 
 
+def user_frame() -> tuple[str, int] | None:
+    """(file, line) of the innermost stack frame outside the graphc package (cheap: no I/O)."""
+    frame = sys._getframe(1)
+    prefix = _PACKAGE_DIR + os.sep
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not os.path.abspath(path).startswith(prefix):
+            return path, frame.f_lineno
+        frame = frame.f_back
+    return None
+
+
+def format_origin(origin: tuple[str, int] | None) -> str:
+    """``file:line: code`` for a frame found by `user_frame`."""
+    if origin is None:
+        return "<unknown>"
+    import linecache
+
+    path, line = origin
+    code = linecache.getline(path, line).strip()
+    return f"{path}:{line}: {code}" if code else f"{path}:{line}"
+
+
 def user_line() -> str:
     """Return ``file:line: code`` of the innermost stack frame outside the graphc package.
 
     >>> isinstance(user_line(), str)
     True
     """
-    frame = sys._getframe(1)
-    while frame is not None:
-        path = os.path.abspath(frame.f_code.co_filename)
-        if not path.startswith(_PACKAGE_DIR + os.sep):
-            import linecache
-
-            code = linecache.getline(path, frame.f_lineno).strip()
-            return f"{path}:{frame.f_lineno}: {code}" if code else f"{path}:{frame.f_lineno}"
-        frame = frame.f_back
-    return "<unknown>"
+    return format_origin(user_frame())
 
 
 def shape_error(op: str, message: str) -> ShapeError:

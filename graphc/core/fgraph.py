@@ -46,7 +46,7 @@ class Graph:
         >>> Graph([x], [y]).bind_shapes([(5, 3)])[id(y)]
         (5,)
         """
-        from .errors import ShapeError
+        from .errors import ShapeError, format_origin
         from .types import matches
 
         shapes: dict[int, tuple] = {}
@@ -56,7 +56,10 @@ class Graph:
             if id(v) not in shapes:
                 shapes[id(v)] = tuple(v.shape)
         for node in self.nodes:
-            outs = node.op.infer_shape(node, [shapes[id(v)] for v in node.inputs])
+            try:
+                outs = node.op.infer_shape(node, [shapes[id(v)] for v in node.inputs])
+            except ShapeError as e:
+                raise ShapeError(f"{e}\n  (the {node.op.name} was built at {format_origin(node.origin)})") from None
             for o, s in zip(node.outputs, outs):
                 if not matches(o.shape, s):
                     raise ShapeError(f"{node.op.name}: call-time shape {tuple(s)} does not fit its static shape "

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .dtypes import canonical_dtype
-from .errors import DTypeError, ShapeError
+from .errors import DTypeError, ShapeError, user_frame
 from .types import TensorType, matches
 
 if TYPE_CHECKING:
@@ -155,12 +155,14 @@ class SharedVar(Var):
 class Node:
     """One application of an op to input Vars; produces ``op.nout`` output Vars."""
 
-    __slots__ = ("op", "inputs", "outputs", "__weakref__")
+    __slots__ = ("op", "inputs", "outputs", "origin", "__weakref__")
 
     def __init__(self, op: Op, inputs: tuple[Var, ...], out_types: Sequence[TensorType]):
         self.op = op
         self.inputs = inputs
         self.outputs = tuple(Var(t, self, i) for i, t in enumerate(out_types))
+        #: (file, line) of the user code that built this node, for call-time error messages
+        self.origin = user_frame()
 
     def __repr__(self) -> str:
         return f"<Node {self.op.name}({', '.join(str(i.type) for i in self.inputs)})>"
@@ -290,3 +292,23 @@ def leaves(outputs: Iterable[Var]) -> list[Var]:
             if v.owner is None:
                 seen.setdefault(id(v), v)
     return list(seen.values())
+
+
+def clone_replace(outputs: Sequence[Var], replace: dict[Var, Var]) -> list[Var]:
+    """The outputs recomputed with some Vars replaced by others (types are re-inferred).
+
+    Ops that hold a subgraph (scan, composites) use this to inline their body.
+
+    >>> import graphc as gc
+    >>> x, y = gc.placeholder("x", (2,)), gc.placeholder("y", (2,))
+    >>> (out,) = clone_replace([gc.exp(x) + 1.0], {x: y})
+    >>> out.owner.inputs[0].owner.inputs[0] is y
+    True
+    """
+    memo: dict[int, Var] = {id(k): v for k, v in replace.items()}
+    for node in toposort(outputs):
+        inputs = [memo.get(id(v), v) for v in node.inputs]
+        if any(a is not b for a, b in zip(inputs, node.inputs)):
+            for old, new in zip(node.outputs, apply(node.op, inputs).outputs):
+                memo[id(old)] = new
+    return [memo.get(id(o), o) for o in outputs]

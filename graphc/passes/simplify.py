@@ -4,13 +4,14 @@ x*1, 1*x, x/1, x+0, 0+x, x-0 -> x;  0-x -> -x;  --x -> x;  x**1 -> x, x**2 -> sq
 x**0.5 -> sqrt(x);  transpose(transpose(x)) -> one transpose (or x);  reshape(reshape(x)) ->
 one reshape (or x);  squeeze/expand_dims pairs;  lossless cast round trips;  stop_gradient -> x
 (gradients are already built when a function is compiled);  multiplication by a broadcast ones
-tensor -> x. A rule only fires when the result has exactly the type of the node it replaces.
+tensor -> x;  squeeze(sum(x, keepdims=True)) -> sum(x);  size queries moved to the inputs.
+A rule only fires when the result has exactly the type of the node it replaces.
 """
 
 from __future__ import annotations
 
 from ..core import Var
-from ..ops import Reshape, Transpose, negative, sqrt, square
+from ..ops import Elemwise, Reduce, Reshape, Transpose, dim, negative, sqrt, square
 from .rewrite import RuleSet, graph_pass, producer, same_type, scalar_value
 
 rules = RuleSet("simplify")
@@ -135,6 +136,42 @@ def no_op_shape(node):
     if same_type(x, node.outputs[0]) and None not in x.shape:
         return x
     return None
+
+
+@rules.on("squeeze")
+def squeeze_of_keepdims_reduction(node):
+    red = producer(node.inputs[0], "sum", "max", "min")
+    if red is not None and red.op.keepdims and red.op.axes == node.op.axes:
+        return Reduce(red.op.kind, red.op.axes, False)(red.inputs[0])
+    return None
+
+
+_SAME_SHAPE = {"cast", "softmax", "log_softmax", "stop_gradient"}
+
+
+@rules.on("dim")
+def lift_dim(node):
+    """dim(f(x), k) -> dim(x, k') when f maps axis k' of an input to axis k of its output, so that
+    all size queries end at the inputs and CSE merges them."""
+    axis = node.op.axis
+    owner = node.inputs[0].owner
+    if owner is None:
+        return None
+    op, ins, out = owner.op, owner.inputs, owner.outputs[0]
+    source = None
+    if isinstance(op, Elemwise) or op.name in _SAME_SHAPE:
+        source = next(((u, axis) for u in ins if u.ndim == out.ndim and u.shape[axis] != 1), None)
+    elif op.name == "transpose":
+        source = (ins[0], op.perm[axis])
+    elif isinstance(op, Reduce) and not op.keepdims:
+        kept = [a for a in range(ins[0].ndim) if a not in op.axes]
+        source = (ins[0], kept[axis])
+    elif op.name == "matmul" and axis >= out.ndim - 2:
+        a, b = ins
+        source = (a, a.ndim - 2) if axis == out.ndim - 2 else (b, b.ndim - 1)
+    elif op.name == "softmax_cross_entropy" or (op.name == "one_hot" and axis < out.ndim - 1):
+        source = (ins[0], axis)
+    return None if source is None else dim(*source)
 
 
 run = graph_pass(rules)
