@@ -86,7 +86,7 @@ class Function:
         _check_missing_inputs(self.inputs, exprs)
         self.graph = optimize(Graph(self.inputs, exprs), exclude=exclude_passes)
         self._program = compile_graph(backend, self.graph, len(outs), targets)
-        if os.environ.get("GRAPHC_DEBUG"):
+        if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
             print(f"[graphc] optimised graph ({backend}):\n{self.graph}", file=sys.stderr)
             if self.source:
                 print(f"[graphc] generated source:\n{self.source}", file=sys.stderr)
@@ -222,8 +222,7 @@ def _convert_arg(p: Placeholder, value, allow_downcast: bool) -> np.ndarray:
     if have.name != want:
         arr = _cast_arg(p, arr, want, from_python, allow_downcast)
     if not matches(p.shape, arr.shape):
-        shown = tuple("None" if d is None else d for d in p.shape)
-        raise ShapeError(f"input {p.name!r} expects shape ({', '.join(map(str, shown))}), got {arr.shape}")
+        raise ShapeError(f"input {p.name!r} expects shape {p.shape}, got {arr.shape}")
     return arr
 
 
@@ -236,7 +235,9 @@ def _cast_arg(p, arr, want, from_python, allow_downcast):
         if arr.size and (arr.min() < info.min or arr.max() > info.max):
             raise TypeError(f"input {p.name!r} expects {want}; values of the {have.name} array do not fit")
         return arr.astype(want)
-    if is_float(want) and have.kind == "f" and (from_python or allow_downcast):
+    if is_float(want) and from_python and have.kind in "biuf":  # Python numbers are weak, like NumPy's
+        return arr.astype(want)
+    if is_float(want) and have.kind == "f" and allow_downcast:
         return arr.astype(want)
     if allow_downcast and not (is_int(want) and have.kind == "f"):
         return arr.astype(want)

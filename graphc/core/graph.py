@@ -143,6 +143,11 @@ class SharedVar(Var):
         if arr.dtype.name != self.dtype:
             if not np.can_cast(arr.dtype, self.dtype, "same_kind"):
                 raise DTypeError(f"set_value of {self.name!r}: expected {self.dtype}, got {arr.dtype.name}")
+            if arr.dtype.kind in "iu" and self.dtype.startswith("int") and arr.size:
+                info = np.iinfo(self.dtype)
+                if arr.min() < info.min or arr.max() > info.max:
+                    raise DTypeError(f"set_value of {self.name!r}: values of the {arr.dtype.name} array do not "
+                                     f"fit in {self.dtype}")
             arr = arr.astype(self.dtype)
         self._storage[...] = arr
 

@@ -37,24 +37,29 @@ def promote(*xs) -> str:
     return result_dtype(*parts)
 
 
-def normalize_axis(axis: int, ndim: int, op: str) -> int:
-    from ..core import shape_error
+def normalize_axis(axis: int, shape, op: str) -> int:
+    """`axis` as a non-negative int; `shape` is the tensor's shape (or its rank, when the axis
+    refers to a tensor not built yet, as in stack)."""
+    from ..core import format_shape, shape_error
 
+    ndim = shape if isinstance(shape, int) else len(shape)
+    where = f"{ndim} dimensions" if isinstance(shape, int) else f"shape {format_shape(shape)}"
     if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
         raise shape_error(op, f"axis must be an int, got {axis!r}")
     if not -ndim <= axis < ndim:
-        raise shape_error(op, f"axis {axis} is out of range for a tensor of {ndim} dimensions")
+        raise shape_error(op, f"axis {axis} is out of range for a tensor of {where}")
     return int(axis) % ndim
 
 
-def normalize_axes(axis, ndim: int, op: str) -> tuple[int, ...]:
+def normalize_axes(axis, shape, op: str) -> tuple[int, ...]:
     """`axis` (None, an int or a sequence) as a sorted tuple of non-negative axes."""
     from ..core import shape_error
 
+    ndim = shape if isinstance(shape, int) else len(shape)
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    out = tuple(sorted(normalize_axis(a, ndim, op) for a in axes))
+    out = tuple(sorted(normalize_axis(a, shape, op) for a in axes))
     if len(set(out)) != len(out):
         raise shape_error(op, f"repeated axis in {axis!r}")
     return out

@@ -60,6 +60,7 @@ def matmul(a, b) -> Var:
     a, b = as_var(a), as_var(b)
     if a.ndim == 0 or b.ndim == 0:
         raise shape_error("matmul", f"scalar operands are not allowed (shapes {a.shape} and {b.shape}); use *")
+    _check_matmul_shapes(a.shape, b.shape)
     dtype = promote(a, b)
     a, b = cast(a, dtype), cast(b, dtype)
     squeeze = []
@@ -73,6 +74,18 @@ def matmul(a, b) -> Var:
     if squeeze:
         out = Squeeze(tuple(sorted(out.ndim + s for s in squeeze)))(out)
     return out
+
+
+def _check_matmul_shapes(sa, sb):
+    """Check alignment and batch broadcasting on the shapes the user wrote (before 1-D promotion)."""
+    k1 = sa[-1]
+    k2 = sb[0] if len(sb) == 1 else sb[-2]
+    if k1 is not None and k2 is not None and k1 != k2:
+        raise shape_error("matmul", f"shapes {sa} and {sb} do not align: inner dimensions {k1} and {k2} differ")
+    ba, bb = sa[:-2], sb[:-2]
+    for x, y in zip(reversed(ba), reversed(bb)):
+        if x is not None and y is not None and x != y and 1 not in (x, y):
+            raise shape_error("matmul", f"batch dimensions of shapes {sa} and {sb} do not broadcast ({x} vs {y})")
 
 
 @register("matmul")

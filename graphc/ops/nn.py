@@ -66,6 +66,9 @@ class SoftmaxCrossEntropy(Op):
 
     Inputs: logits (..., C) float and integer labels (...). Its gradient is
     ``softmax(logits) - one_hot(labels)``, which never divides by a probability.
+    A label outside [0, C) selects nothing, exactly as with ``one_hot``: its loss and gradient
+    are 0 (so -1 can mark padding, like PyTorch's ignore_index). This keeps the stabilising
+    rewrite of ``sum(one_hot(t) * log_softmax(z))`` value-preserving for every input.
     """
 
     def infer(self, z, t):
@@ -89,11 +92,10 @@ class SoftmaxCrossEntropy(Op):
 
     def perform(self, node, z, t):
         c = z.shape[-1]
-        if t.size and (t.min() < 0 or t.max() >= c):
-            raise IndexError(f"softmax_cross_entropy: label {t[(t < 0) | (t >= c)].flat[0]} is out of range "
-                             f"for {c} classes")
+        valid = (t >= 0) & (t < c)
         ls = _np_log_softmax(z, -1)
-        return (-np.take_along_axis(ls, t[..., None].astype(np.int64), -1)[..., 0].astype(z.dtype),)
+        picked = np.take_along_axis(ls, np.where(valid, t, 0)[..., None].astype(np.int64), -1)[..., 0]
+        return (np.where(valid, -picked, 0).astype(z.dtype),)
 
     def vjp(self, node, cotangents):
         from .elementwise import multiply, subtract
@@ -101,8 +103,12 @@ class SoftmaxCrossEntropy(Op):
 
         (g,) = cotangents
         z, t = node.inputs
+        from .reduce import sum
+
         p = softmax(z, -1)
-        diff = subtract(p, one_hot(t, z.shape[-1], z.dtype))
+        hot = one_hot(t, z.shape[-1], z.dtype)
+        valid = sum(hot, -1, keepdims=True)  # 0 for a label outside [0, C): no gradient
+        diff = subtract(multiply(p, valid), hot)
         return [multiply(ExpandDims((z.ndim - 1,))(g), diff), None]
 
 
@@ -121,7 +127,7 @@ def softmax(x, axis: int = -1) -> Var:
     (None, 10)
     """
     x = _float(x)
-    return Softmax(normalize_axis(axis, x.ndim, "softmax"))(x)
+    return Softmax(normalize_axis(axis, x.shape, "softmax"))(x)
 
 
 def log_softmax(x, axis: int = -1) -> Var:
@@ -132,11 +138,12 @@ def log_softmax(x, axis: int = -1) -> Var:
     (None, 10)
     """
     x = _float(x)
-    return LogSoftmax(normalize_axis(axis, x.ndim, "log_softmax"))(x)
+    return LogSoftmax(normalize_axis(axis, x.shape, "log_softmax"))(x)
 
 
 def softmax_cross_entropy(logits, labels) -> Var:
     """Per-example cross-entropy of integer `labels` under ``softmax(logits)`` (last axis).
+    Labels outside [0, C) contribute 0 loss and 0 gradient, as with ``one_hot``.
 
     >>> import graphc as gc
     >>> z, t = gc.placeholder("z", (None, 10)), gc.placeholder("t", (None,), "int32")
@@ -164,4 +171,4 @@ register("log_softmax")(_sample_axis_op(log_softmax))
 def _sample_sce(d):
     batch = d.shape(0, 2)
     c = d.integers(2, 5)
-    return Case(softmax_cross_entropy, [d.array(batch + (c,), -3, 3), d.int_array(batch, 0, c - 1)], wrt=(0,))
+    return Case(softmax_cross_entropy, [d.array(batch + (c,), -3, 3), d.int_array(batch, -1, c)], wrt=(0,))

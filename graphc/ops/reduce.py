@@ -66,7 +66,7 @@ def _reduced(shape, axes, keepdims):
 
 def _reduce(kind, x, axis, keepdims):
     x = as_var(x)
-    axes = normalize_axes(axis, x.ndim, kind)
+    axes = normalize_axes(axis, x.shape, kind)
     if kind == "sum" and x.dtype in ("bool", "int32"):
         from .elementwise import cast
 
@@ -119,7 +119,7 @@ def mean(x, axis=None, keepdims: bool = False) -> Var:
     x = as_var(x)
     if not is_float(x.dtype):
         x = cast(x, "float64")
-    axes = normalize_axes(axis, x.ndim, "mean")
+    axes = normalize_axes(axis, x.shape, "mean")
     count = 1
     for a in axes:
         count = multiply(count, dim(x, a)) if x.shape[a] is None else count * x.shape[a]
@@ -142,7 +142,7 @@ def logsumexp(x, axis=None, keepdims: bool = False) -> Var:
     x = as_var(x)
     if not is_float(x.dtype):
         x = cast(x, "float64")
-    axes = normalize_axes(axis, x.ndim, "logsumexp")
+    axes = normalize_axes(axis, x.shape, "logsumexp")
     m = stop_gradient(max(x, axes, keepdims=True))
     m = where(equal(subtract(m, m), 0), m, 0)  # an infinite max (all -inf row) must not give nan
     out = add(log(sum(exp(subtract(x, m)), axes, keepdims=True)), m)
@@ -179,7 +179,7 @@ def argmax(x, axis: int | None = None) -> Var:
     x = as_var(x)
     if x.dtype == "bool":
         raise dtype_error("argmax", "argmax of a bool tensor; cast it first")
-    return Argmax(None if axis is None else normalize_axis(axis, x.ndim, "argmax"))(x)
+    return Argmax(None if axis is None else normalize_axis(axis, x.shape, "argmax"))(x)
 
 
 def _sample_reduce(fn, spread=False):

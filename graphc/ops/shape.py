@@ -153,7 +153,7 @@ def transpose(x, axes=None) -> Var:
     (4, 2, 3)
     """
     x = as_var(x)
-    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(normalize_axis(a, x.ndim, "transpose")
+    perm = tuple(reversed(range(x.ndim))) if axes is None else tuple(normalize_axis(a, x.shape, "transpose")
                                                                       for a in axes)
     if sorted(perm) != list(range(x.ndim)):
         raise shape_error("transpose", f"axes {axes} are not a permutation of {x.ndim} axes")
@@ -237,7 +237,7 @@ def squeeze(x, axis=None) -> Var:
     """
     x = as_var(x)
     axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else \
-        normalize_axes(axis, x.ndim, "squeeze")
+        normalize_axes(axis, x.shape, "squeeze")
     return Squeeze(axes)(x) if axes else x
 
 
@@ -406,7 +406,7 @@ def concatenate(xs, axis: int = 0) -> Var:
     xs = [cast(x, dtype) for x in xs]
     if len(xs) == 1:
         return xs[0]
-    return Concatenate(normalize_axis(axis, xs[0].ndim, "concatenate"))(*xs)
+    return Concatenate(normalize_axis(axis, xs[0].shape, "concatenate"))(*xs)
 
 
 def stack(xs, axis: int = 0) -> Var:
@@ -420,8 +420,10 @@ def stack(xs, axis: int = 0) -> Var:
     xs = [as_var(x) for x in xs]
     if not xs:
         raise shape_error("stack", "needs at least one input")
-    if len({x.ndim for x in xs}) != 1:
-        raise shape_error("stack", f"inputs must have the same shape, got {[x.shape for x in xs]}")
+    shapes = [x.shape for x in xs]
+    for s in shapes[1:]:
+        if len(s) != len(shapes[0]) or any(a is not None and b is not None and a != b for a, b in zip(s, shapes[0])):
+            raise shape_error("stack", f"inputs must have the same shape, got {', '.join(map(str, shapes))}")
     axis = normalize_axis(axis, xs[0].ndim + 1, "stack")
     return concatenate([ExpandDims((axis,))(x) for x in xs], axis)
 
@@ -480,7 +482,8 @@ def _index_shape(idx, shape, op, static):
         if isinstance(e, int):
             if d is not None and not -d <= e < d:
                 err = shape_error if static else _call_error
-                raise err(op, f"index {e} is out of bounds for axis {axis - 1} with size {d}")
+                raise err(op, f"index {e} is out of bounds for axis {axis - 1} with size {d} "
+                              f"(tensor shape {tuple(shape)})")
             continue
         out.append(None if d is None else len(range(*slice(*e[1:]).indices(d))))
     return tuple(out)
@@ -609,7 +612,7 @@ def take(x, indices, axis: int = 0) -> Var:
     """
     x = as_var(x)
     indices = as_var(indices) if isinstance(indices, Var) else as_var(np.asarray(indices))
-    return Take(normalize_axis(axis, x.ndim, "take"))(x, indices)
+    return Take(normalize_axis(axis, x.shape, "take"))(x, indices)
 
 
 @dataclass(frozen=True)
@@ -670,7 +673,7 @@ class Dim(Op):
 
 def dim(x: Var, axis: int) -> Var:
     """The size of one axis of `x`, as an int64 scalar Var (a constant when it is static)."""
-    axis = normalize_axis(axis, x.ndim, "dim")
+    axis = normalize_axis(axis, x.shape, "dim")
     d = x.shape[axis]
     return constant(d, "int64") if d is not None else Dim(axis)(x)
 

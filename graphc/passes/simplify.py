@@ -89,7 +89,10 @@ def reshape_of_reshape(node):
         x = inner.inputs[0]
         if same_type(x, out) and None not in x.shape:
             return x
-        return Reshape(node.op.shape)(x)
+        # reshape to what the pair produced: its static shape, keeping what inference knew
+        target = tuple(-1 if d is None else d for d in out.shape) if out.shape.count(None) <= 1 else node.op.shape
+        new = Reshape(target)(x)
+        return new if new.shape == out.shape else None
     if same_type(x, out) and None not in x.shape:
         return x
     return None
