@@ -27,6 +27,31 @@ def _cmd_version(args) -> int:
     return 0
 
 
+def _cmd_cache_info(args) -> int:
+    from .backends.c.build import cache_info
+
+    info = cache_info()
+    print(f"directory: {info['dir']}{'' if info['exists'] else ' (not created yet)'}")
+    print(f"entries:   {info['entries']}")
+    print(f"size:      {info['bytes'] / 1e6:.1f} MB ({info['bytes']} bytes)")
+    print(f"failed:    {info['failed']} saved source(s) that did not compile")
+    if info["problem"]:
+        print(f"WARNING:   {info['problem']}")
+    return 0
+
+
+def _cmd_cache_clear(args) -> int:
+    from .backends.c.build import cache_clear, cache_dir
+
+    try:
+        removed = cache_clear()
+    except PermissionError as e:  # an unsafe cache directory: say why and how to fix it, no traceback
+        print(f"graphc: {e}", file=sys.stderr)
+        return 1
+    print(f"removed {removed} entries from {cache_dir()}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphc", description="graphc: a deep-learning compiler.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -37,6 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_ops)
     p = sub.add_parser("version", help="print the version", description="Print graphc's version.")
     p.set_defaults(fn=_cmd_version)
+    p = sub.add_parser("cache", help="inspect or clear the compile cache",
+                       description="Manage the C backend's compile cache ($GRAPHC_CACHE_DIR, else "
+                                   "$XDG_CACHE_HOME/graphc, else ~/.cache/graphc).")
+    p.set_defaults(fn=lambda args, p=p: p.print_help() or 2)
+    cache_sub = p.add_subparsers(dest="cache_command", metavar="ACTION")
+    q = cache_sub.add_parser("info", help="show the cache directory, entry count and size",
+                             description="Show the cache directory, its number of entries and its size.")
+    q.set_defaults(fn=_cmd_cache_info)
+    q = cache_sub.add_parser("clear", help="remove every cache entry",
+                             description="Remove every compiled library from the cache (they are rebuilt on demand).")
+    q.set_defaults(fn=_cmd_cache_clear)
     return parser
 
 

@@ -27,7 +27,11 @@ def compile_graph(backend: str, graph: Graph, n_outputs: int, update_targets: Se
         from .ref import RefProgram
 
         return RefProgram(graph, n_outputs, update_targets)
-    if backend in ("c", "cuda"):
-        raise NotImplementedError(f"backend {backend!r} is not available yet in this version of graphc; "
-                                  "use backend='ref'")
+    if backend == "c":
+        from .c.program import CProgram
+
+        return CProgram(graph, n_outputs, update_targets)
+    if backend == "cuda":
+        raise NotImplementedError("backend 'cuda' is not available yet in this version of graphc; "
+                                  "use backend='c' or 'ref'")
     raise ValueError(f"unknown backend {backend!r}; choose 'ref', 'c' or 'cuda'")

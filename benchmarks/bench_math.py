@@ -1,0 +1,146 @@
+"""Benchmark kernels/gc_math.h on a fused elementwise chain (not a test).
+
+    y = tanh(0.7 x + 0.1) * sigmoid(x) + 0.5 x^2 - 0.25 exp(-x^2)      over 4M float32
+
+(a) one C loop, `#pragma omp parallel for simd`, using gc_math.h (also timed on one thread),
+(b) the same C loop calling libm expf/tanhf (not vectorisable without -ffast-math),
+(c) the same chain in NumPy (one temporary per operation).
+Prints the median time of repeated runs of each and the ratios.
+
+    .venv/bin/python benchmarks/bench_math.py [--n N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import cffi
+import numpy as np
+
+KERNELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "kernels")
+CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fPIC", "-shared"]
+
+SOURCE = r"""
+#include <math.h>
+#include <omp.h>
+#include "gc_math.h"
+
+#define CHAIN(EXP, TANH, SIGMOID) \
+    float v = x[i]; \
+    y[i] = TANH(0.7f * v + 0.1f) * SIGMOID(v) + 0.5f * v * v - 0.25f * EXP(-(v * v));
+
+static inline float libm_sigmoidf(float v) { return 1.0f / (1.0f + expf(-v)); }
+
+void chain_gc(const float *restrict x, float *restrict y, long n, int nthreads) {
+    #pragma omp parallel for simd num_threads(nthreads) schedule(static)
+    for (long i = 0; i < n; i++) { CHAIN(gc_expf, gc_tanhf, gc_sigmoidf) }
+}
+
+void chain_libm(const float *restrict x, float *restrict y, long n, int nthreads) {
+    #pragma omp parallel for simd num_threads(nthreads) schedule(static)
+    for (long i = 0; i < n; i++) { CHAIN(expf, tanhf, libm_sigmoidf) }
+}
+
+int max_threads(void) { return omp_get_max_threads(); }
+"""
+
+CDEF = """
+void chain_gc(const float *x, float *y, long n, int nthreads);
+void chain_libm(const float *x, float *y, long n, int nthreads);
+int max_threads(void);
+"""
+
+
+def build(tmp: str):
+    src = os.path.join(tmp, "bench_math.c")
+    so = os.path.join(tmp, "bench_math.so")
+    with open(src, "w") as f:
+        f.write(SOURCE)
+    cmd = ["gcc", *CFLAGS, "-I", KERNELS, src, "-o", so, "-lm", "-fopt-info-vec-optimized"]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"gcc failed:\n{proc.stderr}")
+    vec_lines = sorted({line.split(":")[1] for line in proc.stderr.splitlines() if "loop vectorized" in line})
+    ffi = cffi.FFI()
+    ffi.cdef(CDEF)
+    return ffi, ffi.dlopen(so), vec_lines
+
+
+def chain_numpy(x: np.ndarray) -> np.ndarray:
+    return np.tanh(0.7 * x + 0.1) * (1 / (1 + np.exp(-x))) + 0.5 * x * x - 0.25 * np.exp(-(x * x))
+
+
+def median_times(fns: dict, repeat: int) -> dict:
+    """Median wall time of each callable.  The callables are run round-robin, so a burst of load
+    from other processes on the machine hits all of them alike rather than skewing one."""
+    for fn in fns.values():
+        fn()  # warm up (page faults, OpenMP thread pool)
+    times = {name: [] for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(ts)) for name, ts in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=4 * 1024 * 1024)
+    ap.add_argument("--repeat", type=int, default=21)
+    args = ap.parse_args()
+    if shutil.which("gcc") is None:
+        sys.exit("gcc not found")
+
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal(args.n) * 3).astype(np.float32)
+    y = np.empty_like(x)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ffi, lib, vec_lines = build(tmp)
+        px = ffi.cast("const float *", x.ctypes.data)
+        py = ffi.cast("float *", y.ctypes.data)
+        nt = lib.max_threads()
+
+        ref = chain_numpy(x.astype(np.float64))
+        lib.chain_gc(px, py, args.n, nt)
+        err_gc = float(np.max(np.abs(y - ref)))
+        lib.chain_libm(px, py, args.n, nt)
+        err_libm = float(np.max(np.abs(y - ref)))
+        err_np = float(np.max(np.abs(chain_numpy(x) - ref)))
+
+        t = median_times({
+            "np": lambda: chain_numpy(x),
+            "gc": lambda: lib.chain_gc(px, py, args.n, nt),
+            "gc1": lambda: lib.chain_gc(px, py, args.n, 1),
+            "libm": lambda: lib.chain_libm(px, py, args.n, nt),
+            "libm1": lambda: lib.chain_libm(px, py, args.n, 1),
+        }, args.repeat)
+    t_np, t_gc, t_gc1, t_libm, t_libm1 = t["np"], t["gc"], t["gc1"], t["libm"], t["libm1"]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+    print(f"n = {args.n} float32, median of {args.repeat} runs, {nt} OpenMP threads, gcc {' '.join(CFLAGS)}")
+    print(f"{os.cpu_count()} CPUs, 1-minute load average at the end: {load:.2f} (other processes skew timings)")
+    print(f"vectorized loops (source lines): {', '.join(vec_lines) or 'none'}")
+    print(f"max |error| vs float64 NumPy: gc_math {err_gc:.2e}, libm {err_libm:.2e}, NumPy float32 {err_np:.2e}")
+    rows = [
+        ("NumPy float32 (1 thread)", t_np),
+        (f"C + gc_math.h ({nt} threads)", t_gc),
+        ("C + gc_math.h (1 thread)", t_gc1),
+        (f"C + libm expf/tanhf ({nt} threads)", t_libm),
+        ("C + libm expf/tanhf (1 thread)", t_libm1),
+    ]
+    for name, tm in rows:
+        print(f"  {name:34s} {tm * 1e3:8.2f} ms  {args.n / tm / 1e9:6.2f} Gelem/s  {t_np / tm:6.2f}x NumPy")
+    print(f"(a) gc_math / NumPy      = {t_np / t_gc:.2f}x")
+    print(f"(b) gc_math / libm loop  = {t_libm / t_gc:.2f}x   (libm loop / NumPy = {t_np / t_libm:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,532 @@
+"""Compile generated C into a shared library and load it with cffi, through an on-disk cache.
+
+The C emitter hands over a complete source string and the cdef of its entry points;
+`build_library` returns the loaded library. gcc runs directly (cffi ABI mode: no setuptools, no
+Python extension module), so a cold build costs one gcc run and a warm one a hash and a dlopen.
+
+Cache layout (see DESIGN.md, "Compile cache")::
+
+    <cache>/<key[:2]>/<key>/lib.so       the library
+                           /source.c     the source it was built from (for reading and debugging)
+                           /meta.json    sha256 of lib.so and source.c, compiler, flags, graphc version
+    <cache>/<key[:2]>/<key>.lock         flock'ed while the entry is checked, built or replaced
+    <cache>/failed/<key>.c, <key>.log    sources that did not compile, with the compiler's output
+    <cache>/tmp-*/                       builds in progress (same file system, so rename is atomic)
+
+The key hashes everything that can change the binary: the source, the compiler's ``--version``
+line, the full command line (flags and include/library directories), graphc's version, the
+hand-written kernels the source may include, and the CPU (``-march=native`` code built on one
+machine can die with SIGILL on another that shares the home directory).
+
+An entry is built in a temporary directory and installed with one `os.rename` while the key's
+lock is held, so readers never see half an entry and concurrent processes compile a key once.
+Readers check without the lock; anything wrong with an entry (missing file, hash mismatch, a
+dlopen failure) sends them to the locked path, which rebuilds it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import functools
+import hashlib
+import importlib.resources
+import json
+import os
+import platform
+import shlex
+import shutil
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cffi
+
+from ...core.errors import CompileError
+
+CC = "gcc"
+
+# Counters read by the tests: "compiles" counts gcc runs, "hits" loads from the disk cache,
+# "memo_hits" calls answered from this process's memo without touching the disk.
+STATS = {"compiles": 0, "hits": 0, "memo_hits": 0}
+
+_MEMO: dict[tuple[str, str], BuiltLibrary] = {}
+_MEMO_LOCK = threading.Lock()
+
+_ERROR_CONTEXT_LINES = 12  # compiler output lines quoted in a CompileError message
+
+
+@dataclass(frozen=True)
+class BuiltLibrary:
+    """A compiled, loaded library.
+
+    `lib` is the ``ffi.dlopen`` handle (call ``lib.fn(...)``), `ffi` the FFI holding the cdef
+    (for ``ffi.cast``/``ffi.from_buffer``); keep this object alive while `lib` is used.
+    """
+
+    lib: Any
+    ffi: cffi.FFI
+    path: Path
+    source_path: Path
+    key: str
+    cache_hit: bool
+
+
+class _BrokenEntry(Exception):
+    """A cache entry that must be rebuilt; the message says why."""
+
+
+def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = ()) -> BuiltLibrary:
+    """Compile `source` (or take it from the cache) and load it with `cdef` declared.
+
+    Raises CompileError when gcc fails (message with the compiler's first error lines and the path
+    of the saved source), and PermissionError when the cache directory is unsafe to load from.
+
+    >>> b = build_library("int add(int a, int b) { return a + b; }",
+    ...                   "int add(int a, int b);")  # doctest: +SKIP
+    >>> b.lib.add(2, 3)  # doctest: +SKIP
+    5
+    """
+    extra_cflags = tuple(extra_cflags)
+    key = cache_key(source, extra_cflags)
+    memo_key = (key, cdef)  # the binary depends on the key only; the FFI also on the cdef
+    with _MEMO_LOCK:
+        built = _MEMO.get(memo_key)
+        if built is not None:
+            STATS["memo_hits"] += 1
+            return built
+
+    ffi = cffi.FFI()
+    ffi.cdef(cdef)  # a bad cdef is the emitter's bug: let cffi's error surface before any work
+    root = cache_dir()
+    _check_cache_dir(root, create=True)
+    entry = _entry_dir(root, key)
+
+    try:  # fast path, without the lock: a complete, valid entry
+        built = _load(ffi, entry, key, cache_hit=True)
+    except _BrokenEntry:
+        built = _build_locked(ffi, root, entry, key, source, extra_cflags)
+    else:
+        STATS["hits"] += 1
+    with _MEMO_LOCK:
+        return _MEMO.setdefault(memo_key, built)
+
+
+def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """The cache directory: ``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else ``~/.cache/graphc``.
+
+    >>> str(cache_dir({"GRAPHC_CACHE_DIR": "/tmp/gc", "XDG_CACHE_HOME": "/xdg"}))
+    '/tmp/gc'
+    >>> str(cache_dir({"XDG_CACHE_HOME": "/xdg"}))
+    '/xdg/graphc'
+    """
+    env = os.environ if environ is None else environ
+    if env.get("GRAPHC_CACHE_DIR"):
+        return Path(env["GRAPHC_CACHE_DIR"]).expanduser().absolute()
+    xdg = env.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec says relative values are to be ignored
+        return Path(xdg) / "graphc"
+    return Path.home() / ".cache" / "graphc"
+
+
+def cache_key(source: str, extra_cflags: tuple[str, ...] = ()) -> str:
+    """The sha256 (hex) naming the library built from `source` with these flags on this machine.
+
+    >>> k = cache_key("int f(void) { return 1; }")
+    >>> len(k), k == cache_key("int f(void) { return 2; }"), k == cache_key("int f(void) { return 1; }", ("-g",))
+    (64, False, False)
+    """
+    from ... import __version__
+
+    cflags, ldflags = _base_flags()
+    h = hashlib.sha256()
+    parts = [("source", source), ("compiler", _compiler_id()), ("flags", "\0".join(cflags + ldflags + extra_cflags)),
+             ("graphc", __version__), ("kernels", _kernels_digest()), ("cpu", _cpu_id())]
+    for name, value in parts:  # length-prefixed, so no two different part lists hash alike
+        data = value.encode()
+        h.update(f"{name}:{len(data)}:".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def compile_command(source_path: str, output_path: str, extra_cflags: tuple[str, ...] = ()) -> list[str]:
+    """The gcc command line that builds `source_path` into the shared library `output_path`.
+
+    >>> cmd = compile_command("k.c", "k.so", ("-g",))
+    >>> cmd[0], "-O3" in cmd, cmd[cmd.index("-o") + 1], cmd[-1]
+    ('gcc', True, 'k.so', '-g')
+    """
+    cflags, ldflags = _base_flags()
+    # extra flags go last: a later -O or -march wins, and a -lfoo comes after the source that needs it
+    return [CC, *cflags, source_path, "-o", output_path, *ldflags, *extra_cflags]
+
+
+def cache_info() -> dict:
+    """Summary of the cache: ``dir``, ``exists``, ``entries``, ``bytes`` (all files), ``failed``
+    (saved sources that did not compile) and ``problem`` (why the directory is unsafe, or None).
+    Reads only; creates nothing.
+    """
+    root = cache_dir()
+    info: dict[str, Any] = {"dir": str(root), "exists": root.is_dir(), "entries": 0, "bytes": 0, "failed": 0,
+                            "problem": None}
+    if not info["exists"]:
+        return info
+    try:
+        _check_cache_dir(root, create=False)
+    except PermissionError as e:
+        info["problem"] = str(e)
+    info["entries"] = sum(1 for _ in _entries(root))
+    info["failed"] = sum(1 for p in (root / "failed").glob("*.c"))
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            try:
+                info["bytes"] += os.lstat(os.path.join(dirpath, name)).st_size
+            except OSError:  # removed by another process while we walked
+                pass
+    return info
+
+
+def cache_clear() -> int:
+    """Remove every cache entry (and saved failed sources, leftovers of interrupted builds, lock
+    files); return the number of entries removed. Entries being built right now are skipped.
+    Libraries already loaded stay usable: their files are unlinked, not overwritten. The
+    in-process memo is emptied too, so the next `build_library` compiles again.
+    """
+    root = cache_dir()
+    with _MEMO_LOCK:
+        _MEMO.clear()
+    if not root.is_dir():
+        return 0
+    _check_cache_dir(root, create=False)
+    entries = {p.name for p in _entries(root)}
+    builds = {p.name.split("-")[1] for p in root.glob("tmp-*")}
+    locks = {p.stem for p in root.glob("[0-9a-f][0-9a-f]/*.lock")}
+    removed = 0
+    for key in sorted(k for k in entries | builds | locks if _is_key(k)):
+        with _key_lock(root, key, blocking=False) as held:
+            if not held:  # another process is building or repairing this key right now
+                continue
+            if key in entries and _entry_dir(root, key).is_dir():
+                _discard(root, _entry_dir(root, key))
+                removed += 1
+            for tmp in root.glob(f"tmp-{key}-*"):  # left by a killed build
+                shutil.rmtree(tmp, ignore_errors=True)
+            # unlinked while held: a process waiting on this file sees that and locks a new one
+            _unlink(root / key[:2] / f"{key}.lock")
+    for child in root.iterdir():
+        if child.name.startswith("trash-"):
+            shutil.rmtree(child, ignore_errors=True)
+        elif len(child.name) == 2 and child.is_dir():
+            try:
+                child.rmdir()
+            except OSError:  # not empty: a key was skipped above
+                pass
+    for path in (root / "failed").glob("*"):
+        if path.suffix in (".c", ".log"):  # not .tmp-*: a failure being saved right now
+            _unlink(path)
+    return removed
+
+
+# ---------------------------------------------------------------------------------------------
+# building and loading
+
+
+def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
+                  extra_cflags: tuple[str, ...]) -> BuiltLibrary:
+    """Under the key's lock: use an entry another process installed meanwhile, or build one."""
+    with _key_lock(root, key):
+        if entry.exists():
+            try:
+                built = _load(ffi, entry, key, cache_hit=True)
+            except _BrokenEntry:
+                _discard(root, entry)
+            else:
+                STATS["hits"] += 1
+                return built
+        tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{key}-", dir=root))
+        try:
+            _compile(root, tmp, key, source, extra_cflags)
+            try:
+                os.rename(tmp, entry)
+            except OSError as e:
+                # Cannot happen while every writer takes the lock; a safety net for entries put
+                # there some other way (a copied cache): theirs is as good as ours if it is whole.
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                try:
+                    built = _load(ffi, entry, key, cache_hit=True)
+                except _BrokenEntry:
+                    _discard(root, entry)
+                    os.rename(tmp, entry)
+                else:
+                    STATS["hits"] += 1
+                    return built
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            return _load(ffi, entry, key, cache_hit=False)
+        except _BrokenEntry as e:
+            # Just built and still unloadable (say, an undefined symbol): a rebuild would not fix
+            # it, so treat it like a compile failure and leave no entry behind.
+            _discard(root, entry)
+            failed = _save_failed(root, key, source, str(e))
+            raise CompileError(f"the library built from generated C code does not load: {e}\n"
+                               f"  source saved at {failed}", source_path=failed, log=str(e)) from None
+
+
+def _compile(root: Path, tmp: Path, key: str, source: str, extra_cflags: tuple[str, ...]) -> None:
+    """Run gcc in `tmp`, leaving lib.so, source.c and meta.json there; CompileError on failure."""
+    from ... import __version__
+
+    (tmp / "source.c").write_text(source)
+    cmd = compile_command("source.c", "lib.so", extra_cflags)
+    STATS["compiles"] += 1
+    # LC_ALL=C: English diagnostics, so that the "error" lines can be picked out below
+    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+    if proc.returncode != 0:
+        failed = _save_failed(root, key, source, proc.stderr)
+        shown = [failed if a == "source.c" else a for a in cmd]
+        raise CompileError(f"{CC} failed to compile generated C code (exit status {proc.returncode}):\n"
+                           f"{_first_error_lines(proc.stderr)}\n"
+                           f"  source saved at {failed}\n  command: {shlex.join(shown)}",
+                           source_path=failed, log=proc.stderr)
+    meta = {"key": key, "lib_sha256": _sha256_file(tmp / "lib.so"), "source_sha256": _sha256_file(tmp / "source.c"),
+            "compiler": _compiler_id(), "flags": cmd[1:], "graphc_version": __version__,
+            "kernels": _kernels_digest(), "cpu": _cpu_id(), "created": time.time()}
+    # written last: an entry whose meta.json is there was complete when it was renamed into place
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _load(ffi: cffi.FFI, entry: Path, key: str, *, cache_hit: bool) -> BuiltLibrary:
+    """Verify `entry` against its meta.json and dlopen it; `_BrokenEntry` if anything is off."""
+    lib_path, source_path = entry / "lib.so", entry / "source.c"
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        if not isinstance(meta, dict) or meta.get("key") != key:
+            raise _BrokenEntry("meta.json does not describe this key")
+        if _sha256_file(lib_path) != meta.get("lib_sha256"):
+            raise _BrokenEntry("lib.so does not match its recorded sha256 (truncated or modified)")
+        if _sha256_file(source_path) != meta.get("source_sha256"):
+            raise _BrokenEntry("source.c does not match its recorded sha256")
+    except (OSError, ValueError) as e:  # missing or unreadable file, invalid JSON
+        raise _BrokenEntry(f"{type(e).__name__}: {e}") from None
+    try:
+        lib = ffi.dlopen(str(lib_path))
+    except OSError as e:
+        raise _BrokenEntry(f"dlopen failed: {e}") from None
+    return BuiltLibrary(lib=lib, ffi=ffi, path=lib_path, source_path=source_path, key=key, cache_hit=cache_hit)
+
+
+def _save_failed(root: Path, key: str, source: str, log: str) -> str:
+    """Keep a source that did not compile (and gcc's output) under <cache>/failed/; return its path."""
+    failed_dir = root / "failed"
+    failed_dir.mkdir(mode=0o700, exist_ok=True)
+    for suffix, text in ((".log", log), (".c", source)):
+        fd, tmp_name = tempfile.mkstemp(dir=failed_dir, prefix=".tmp-")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp_name, failed_dir / f"{key}{suffix}")  # atomic: a racing failure writes the same text
+    return str(failed_dir / f"{key}.c")
+
+
+def _first_error_lines(log: str, n: int = _ERROR_CONTEXT_LINES) -> str:
+    """The compiler output from its first error on, at most `n` lines, indented.
+
+    >>> print(_first_error_lines("a.c: In function 'f':\\na.c:2:3: error: expected ';'\\n  x = 1\\n"))
+        a.c:2:3: error: expected ';'
+          x = 1
+    """
+    lines = log.splitlines()
+    start = next((i for i, line in enumerate(lines) if "error" in line), 0)
+    shown = lines[start:start + n]
+    if len(lines) > start + n:
+        shown.append(f"... ({len(lines) - start - n} more lines)")
+    return "\n".join("    " + line for line in shown) if shown else "    (the compiler printed nothing)"
+
+
+# ---------------------------------------------------------------------------------------------
+# the cache directory
+
+
+def _check_cache_dir(root: Path, *, create: bool) -> None:
+    """Create `root` (mode 0700) if asked, then refuse it unless it is ours and private.
+
+    Loading a library runs its code in this process, so a cache that someone else can write to
+    is a way to run their code as us.
+    """
+    if create:
+        try:
+            os.makedirs(root, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise CompileError(f"cannot create the graphc compile cache {root}: {e}; "
+                               "set GRAPHC_CACHE_DIR to a writable directory") from None
+    st = os.stat(root)
+    if not stat.S_ISDIR(st.st_mode):
+        raise CompileError(f"the graphc compile cache {root} is not a directory; "
+                           "remove it or set GRAPHC_CACHE_DIR to a directory")
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"refusing to use the graphc compile cache {root}: it is owned by uid {st.st_uid}, "
+                              f"not by you (uid {os.getuid()}). Set GRAPHC_CACHE_DIR to a directory of your own.")
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PermissionError(f"refusing to use the graphc compile cache {root}: it is writable by "
+                              f"{'others' if st.st_mode & stat.S_IWOTH else 'its group'} "
+                              f"(mode {stat.S_IMODE(st.st_mode):o}), so anyone could plant code that graphc "
+                              f"would load. Fix: chmod 700 {shlex.quote(str(root))}, "
+                              f"or set GRAPHC_CACHE_DIR to a private directory.")
+
+
+def _entry_dir(root: Path, key: str) -> Path:
+    return root / key[:2] / key
+
+
+def _entries(root: Path) -> Iterator[Path]:
+    """The entry directories under `root` (complete ones: tmp-* builds are not entries)."""
+    for shard in root.glob("[0-9a-f][0-9a-f]"):
+        try:
+            children = list(shard.iterdir())
+        except FileNotFoundError:  # removed by a concurrent cache_clear
+            continue
+        for entry in children:
+            if _is_key(entry.name) and entry.name.startswith(shard.name) and entry.is_dir():
+                yield entry
+
+
+def _discard(root: Path, entry: Path) -> None:
+    """Remove an entry: first rename it out of the way (atomic, so readers see it or nothing)."""
+    trash = Path(tempfile.mkdtemp(prefix="trash-", dir=root))
+    try:
+        os.rename(entry, trash / "entry")
+    except FileNotFoundError:  # already gone
+        pass
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+@contextmanager
+def _key_lock(root: Path, key: str, *, blocking: bool = True) -> Iterator[bool]:
+    """Hold the exclusive flock of `key`'s lock file (created, with its shard, as needed).
+
+    Yields False at once if `blocking` is off and another process holds it. The kernel releases
+    an flock when its holder dies, so a killed build never leaves the key locked.
+    """
+    fd = _acquire(root / key[:2], root / key[:2] / f"{key}.lock", blocking)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
+
+
+def _acquire(shard: Path, path: Path, blocking: bool) -> int | None:
+    """The fd of `path`, flock'ed; None if not `blocking` and it is taken."""
+    while True:
+        shard.mkdir(mode=0o700, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:  # a cache_clear removed the empty shard between mkdir and open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            return fd
+        os.close(fd)  # cache_clear unlinked the file while we waited on it: lock the one there now
+
+
+def _is_key(name: str) -> bool:
+    """
+    >>> _is_key("ab" * 32), _is_key("tmp")
+    (True, False)
+    """
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# what the key is made of (each computed once per process)
+
+
+@functools.cache
+def _compiler_id() -> str:
+    """First line of ``gcc --version``."""
+    try:
+        out = subprocess.run([CC, "--version"], capture_output=True, text=True, check=True).stdout
+    except FileNotFoundError:
+        raise CompileError(f"the C compiler {CC!r} was not found on PATH; the 'c' backend needs gcc "
+                           "(Debian/Ubuntu: apt-get install gcc)") from None
+    except subprocess.CalledProcessError as e:
+        raise CompileError(f"{CC} --version failed: {e.stderr.strip()}") from None
+    return out.splitlines()[0].strip() if out.strip() else CC
+
+
+@functools.cache
+def _base_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(compile flags, link flags): OpenMP, the kernels headers and OpenBLAS from scipy-openblas32."""
+    import scipy_openblas32
+
+    lib_dir = scipy_openblas32.get_lib_dir()
+    cflags = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c11", "-fno-math-errno",
+              f"-I{_kernels_dir()}", f"-I{scipy_openblas32.get_include_dir()}")
+    ldflags = (f"-L{lib_dir}", f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib_dir}", "-lm")
+    return cflags, ldflags
+
+
+@functools.cache
+def _kernels_dir() -> Path:
+    return Path(str(importlib.resources.files("graphc.kernels")))
+
+
+@functools.cache
+def _kernels_digest() -> str:
+    """Hash of the hand-written C the generated code may #include: editing a kernel must rebuild."""
+    h = hashlib.sha256()
+    root = _kernels_dir()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".h", ".c") and p.is_file()):
+        h.update(str(path.relative_to(root)).encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@functools.cache
+def _cpu_id() -> str:
+    """What ``-march=native`` depends on: the CPU's model and feature flags."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    wanted = ("vendor_id", "model name", "cpu family", "model", "flags", "Features", "CPU implementer", "CPU part")
+    seen: dict[str, str] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        name = name.strip()
+        if name in wanted and name not in seen:  # first processor only
+            seen[name] = value.strip()
+    return hashlib.sha256(json.dumps([platform.machine(), seen], sort_keys=True).encode()).hexdigest()

@@ -1,0 +1,138 @@
+"""C for reduce kernels: sum/max/min over any axes, with a fused elementwise prologue.
+
+Axes collapse into alternating kept/reduced runs. The loop order always follows the input's
+memory order; the parallel axis depends on the pattern:
+- a kept axis first: threads split it (disjoint outputs), a reduced innermost run accumulates in
+  a local (double for float32 sums) vectorised with an OpenMP simd reduction;
+- everything reduced: per-thread partials, combined in thread order (deterministic);
+- reduced then kept (column sums): threads split the kept axis in blocks.
+"""
+
+from __future__ import annotations
+
+from ...passes.fuse import Kernel
+from ..cexpr import C_TYPES
+
+BLOCK = 256
+
+
+def _identity(kind: str, dtype: str) -> str:
+    if kind == "sum":
+        return "0"
+    big = {"float32": "INFINITY", "float64": "INFINITY", "int32": "INT32_MAX", "int64": "INT64_MAX",
+           "bool": "1"}[dtype]
+    small = {"float32": "-INFINITY", "float64": "-INFINITY", "int32": "INT32_MIN", "int64": "INT64_MIN",
+             "bool": "0"}[dtype]
+    return small if kind == "max" else big
+
+
+def _combine(kind: str, dtype: str, acc: str, v: str) -> str:
+    if kind == "sum":
+        return f"{acc} + {v}"
+    cmp = ">" if kind == "max" else "<"
+    if dtype.startswith("float"):  # NaN wins, as in NumPy
+        return f"(({v}) {cmp} ({acc}) || ({v}) != ({v})) ? ({v}) : ({acc})"
+    return f"(({v}) {cmp} ({acc})) ? ({v}) : ({acc})"
+
+
+def reduce_kernel(em, name: str, k: Kernel) -> str:
+    node = k.nodes[-1]
+    op = node.op
+    x = node.inputs[0]
+    out = node.outputs[0]
+    kind, dtype = op.kind, out.dtype
+    ct = C_TYPES[dtype]
+    acc_t = "double" if (kind == "sum" and dtype == "float32") else ct
+    reduced_mask = tuple(a in op.axes for a in range(x.ndim))
+    operands = [v for v in k.inputs]
+    sizes, offset, groups = em._loops(x, operands, masks={"reduced": reduced_mask})
+    flags = [reduced_mask[g[-1]] for g in groups]
+    body = em._body(k.nodes[:-1], k.inputs, offset)
+    value = em._value[id(x)]
+    optr = em.ptr(out, const=False)
+    kept = [j for j, f in enumerate(flags) if not f]
+    ostride = {}
+    for j in kept:
+        later = [sizes[m] for m in kept if m > j]
+        ostride[j] = "*".join(f"({s})" for s in later) if later else "1"
+    oidx = " + ".join(f"i{j}*{ostride[j]}" if ostride[j] != "1" else f"i{j}" for j in kept) or "0"
+    total = "*".join(f"({s})" for s in sizes) or "1"
+    osize = em.size(out)
+    ident = _identity(kind, dtype)
+    head = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
+    lines = [f"  {ct} *restrict o = {optr};"]
+    n = len(groups)
+    stmts = "\n".join("      " + ln for ln in body)
+
+    def loop(j, inner, pragma=""):
+        p = f"#pragma {pragma}\n" if pragma else ""
+        return f"{p}for (int64_t i{j} = 0; i{j} < ({sizes[j]}); i{j}++) {{\n{inner}\n}}"
+
+    if n == 0:
+        lines.append(f"  {{\n{stmts}\n    o[0] = {value};\n  }}")
+    elif not flags[0]:
+        # kept axis first: parallel over it; each output element is owned by one thread
+        lines.append(f"  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};")
+        if flags[-1]:
+            red = _combine(kind, dtype, "acc", value)
+            simd = "omp simd reduction(+:acc)" if kind == "sum" else ""
+            inner = f"{acc_t} acc = {ident};\n" + loop(n - 1, f"{stmts}\nacc = {red};", simd) + \
+                f"\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', 'acc')};"
+            code = inner
+            for j in reversed(range(n - 1)):
+                code = loop(j, code, f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)" if j == 0 else "")
+        else:
+            code = f"{stmts}\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', value)};"
+            for j in reversed(range(n)):
+                pragma = "omp simd" if j == n - 1 and n > 1 else ""
+                if j == 0:
+                    pragma = f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)"
+                code = loop(j, code, pragma)
+        lines.append(code)
+    elif n == 1:
+        # everything reduced: per-thread partials, combined in thread order
+        red = _combine(kind, dtype, "acc", value)
+        simd = "#pragma omp simd reduction(+:acc)" if kind == "sum" else ""
+        lines.append(f"""  {acc_t} parts[GC_MAX_THREADS];
+  int used = 1;
+  const int64_t count = {sizes[0]};
+  #pragma omp parallel if(({total}) > GC_PAR_MIN)
+  {{
+    int t = gc_thread_num(), nt = gc_num_threads();
+    {acc_t} acc = {ident};
+    const int64_t chunk = (count + nt - 1) / nt;
+    const int64_t lo = t * chunk, hi = lo + chunk < count ? lo + chunk : count;
+    {simd}
+    for (int64_t i0 = lo; i0 < hi; i0++) {{
+{stmts}
+      acc = {red};
+    }}
+    if (t < GC_MAX_THREADS) parts[t] = acc;
+    #pragma omp single
+    used = nt < GC_MAX_THREADS ? nt : GC_MAX_THREADS;
+  }}
+  {acc_t} total = {ident};
+  for (int t = 0; t < used; t++) total = {_combine(kind, dtype, "total", "parts[t]")};
+  o[0] = ({ct})total;""")
+    elif n == 2 and flags == [True, False]:
+        # reduced then kept (column reductions): threads own blocks of output columns
+        upd = _combine(kind, dtype, "o[i1]", value)
+        lines.append(f"""  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};
+  #pragma omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)
+  for (int64_t jb = 0; jb < ({sizes[1]}); jb += {BLOCK}) {{
+    int64_t jend = jb + {BLOCK} < ({sizes[1]}) ? jb + {BLOCK} : ({sizes[1]});
+    for (int64_t i0 = 0; i0 < ({sizes[0]}); i0++) {{
+      #pragma omp simd
+      for (int64_t i1 = jb; i1 < jend; i1++) {{
+{stmts}
+        o[i1] = {upd};
+      }}
+    }}
+  }}""")
+    else:
+        lines.append(f"  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};")
+        code = f"{stmts}\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', value)};"
+        for j in reversed(range(n)):
+            code = loop(j, code)
+        lines.append(code)
+    return head + "\n".join(lines) + "\n  return 0;\n}"

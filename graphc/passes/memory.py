@@ -1,0 +1,209 @@
+"""The buffer plan: where every value of a Schedule lives.
+
+- Views alias their source; an elementwise kernel may write an output over an input of the same
+  shape that dies there (in place).
+- A function output lives directly in the array returned to the caller.
+- An update is written straight into its shared variable when nothing reads the old value after
+  the kernel that produces the new one; otherwise it is copied in at the end (Theano semantics:
+  every update is computed from the values before the call).
+- Everything else lives in one workspace. Sizes depend on call-time dimensions, so offsets are
+  computed per input-shape signature (`layout`), by a liveness-based first-fit that reuses the
+  memory of dead buffers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..core import Constant, Placeholder, SharedVar, Var
+from .fuse import Kernel, Schedule
+
+ALIGN = 64
+
+
+@dataclass(eq=False)
+class MemoryPlan:
+    schedule: Schedule
+    n_outputs: int
+    update_targets: list[SharedVar]
+    #: id(var) -> the Var that owns its storage
+    roots: dict[int, Var] = field(default_factory=dict)
+    #: root ids stored in the caller's output arrays: id(root) -> output index
+    output_backed: dict[int, int] = field(default_factory=dict)
+    #: root ids stored in a shared variable's storage (in-place updates): id(root) -> SharedVar
+    in_place: dict[int, SharedVar] = field(default_factory=dict)
+    #: copies done before the first kernel: (destination, source). A destination is an output
+    #: index (int) or a workspace snapshot Var. Outputs of inputs/shared/constants are copied
+    #: here, before any in-place update can change them.
+    pre_copies: list[tuple[int | Var, Var]] = field(default_factory=list)
+    #: copies done after the last kernel: (destination, source), destination an output index or a
+    #: SharedVar (updates that could not be written in place).
+    post_copies: list[tuple[int | SharedVar, Var]] = field(default_factory=list)
+    #: workspace roots and their live ranges [first kernel, last kernel]
+    temps: list[Var] = field(default_factory=list)
+    live: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def root(self, v: Var) -> Var:
+        return self.roots.get(id(v), v)
+
+    def kind(self, v: Var) -> str:
+        r = self.root(v)
+        if isinstance(r, Placeholder):
+            return "input"
+        if isinstance(r, SharedVar):
+            return "shared"
+        if isinstance(r, Constant):
+            return "const"
+        if id(r) in self.output_backed:
+            return "output"
+        if id(r) in self.in_place:
+            return "update"
+        return "temp"
+
+    def layout(self, shapes: dict[int, tuple]) -> tuple[dict[int, int], int]:
+        """Workspace offsets of the temps for one set of call-time shapes, and the total size."""
+        sizes = {id(r): _nbytes(r, shapes) for r in self.temps}
+        order = sorted(self.temps, key=lambda r: -sizes[id(r)])
+        placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+        offsets: dict[int, int] = {}
+        for r in order:
+            first, last = self.live[id(r)]
+            size = sizes[id(r)]
+            offset = 0
+            for o, e, f, la in sorted(placed):
+                if la < first or f > last:  # lifetimes do not overlap
+                    continue
+                if offset + size <= o:
+                    break
+                offset = max(offset, _align(e))
+            offsets[id(r)] = offset
+            placed.append((offset, offset + size, first, last))
+        total = max((e for _, e, _, _ in placed), default=0)
+        return offsets, _align(total)
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _nbytes(v: Var, shapes) -> int:
+    shape = shapes[id(v)] if id(v) in shapes else v.shape
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
+
+
+def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedVar]) -> MemoryPlan:
+    """Decide every value's storage for `schedule` (see the module docstring)."""
+    plan = MemoryPlan(schedule, n_outputs, list(update_targets))
+    kernels = schedule.kernels
+    outputs = list(schedule.graph.outputs)
+
+    def root(v):
+        while id(v) in schedule.views:
+            v = schedule.views[id(v)]
+        return plan.roots.get(id(v), v)
+
+    def reads_of(r_id):
+        return [i for i, k in enumerate(kernels) for v in k.inputs if id(root(v)) == r_id]
+
+    # in-place elementwise outputs over inputs that die in the same kernel
+    for i, k in enumerate(kernels):
+        if k.kind != "elementwise":
+            continue
+        taken = set()
+        for o in k.outputs:
+            for u in k.inputs:
+                ru = root(u)
+                if isinstance(ru, (Placeholder, SharedVar, Constant)) or id(ru) in taken:
+                    continue
+                if u.shape != o.shape or np.dtype(u.dtype).itemsize != np.dtype(o.dtype).itemsize:
+                    continue
+                if u.shape != _iteration_shape(k) or any(id(root(g)) == id(ru) for g in outputs):
+                    continue
+                if max(reads_of(id(ru)), default=-1) != i:
+                    continue
+                taken.add(id(ru))
+                plan.roots[id(o)] = ru
+                break
+    for v in _all_vars(schedule):
+        r = root(v)
+        if r is not v:
+            plan.roots[id(v)] = r
+
+    # function outputs live in the caller's arrays (one array per root)
+    for idx, o in enumerate(outputs[:n_outputs]):
+        r = plan.root(o)
+        if isinstance(r, (Placeholder, SharedVar, Constant)):
+            plan.pre_copies.append((idx, o))
+        elif id(r) in plan.output_backed:
+            plan.post_copies.append((idx, o))
+        else:
+            plan.output_backed[id(r)] = idx
+
+    # updates: in place when nothing reads the old value after the producing kernel
+    writers = {}
+    for i, k in enumerate(kernels):
+        for o in k.outputs:
+            writers.setdefault(id(plan.root(o)), i)
+    for target, value in zip(update_targets, outputs[n_outputs:]):
+        r = plan.root(value)
+        if r is target:
+            continue
+        if isinstance(r, (Placeholder, SharedVar, Constant)):
+            # snapshot the source first: another update may overwrite it (a <- b, b <- a)
+            snap = Var(target.type, name=f"{target.name}_next")
+            plan.pre_copies.append((snap, value))
+            plan.post_copies.append((target, snap))
+            plan.temps.append(snap)
+            plan.live[id(snap)] = (-1, len(kernels))
+            continue
+        ok = (not isinstance(r, (Placeholder, SharedVar, Constant)) and id(r) not in plan.output_backed
+              and id(r) not in plan.in_place and id(r) in writers and r.shape == target.shape)
+        if ok:
+            first = writers[id(r)]
+            for j in reads_of(id(target)):
+                if j > first or (j == first and not _reads_elementwise_same_shape(kernels[j], target, plan)):
+                    ok = False
+                    break
+        if ok:
+            plan.in_place[id(r)] = target
+        else:
+            plan.post_copies.append((target, value))
+
+    # the workspace: every other root written by a kernel
+    seen = set()
+    n = len(kernels)
+    for i, k in enumerate(kernels):
+        for o in k.outputs:
+            r = plan.root(o)
+            if id(r) in seen or plan.kind(r) != "temp":
+                continue
+            seen.add(id(r))
+            plan.temps.append(r)
+    for r in plan.temps:
+        if id(r) in plan.live:  # snapshots
+            continue
+        first = writers[id(r)]
+        last = max(reads_of(id(r)), default=first)
+        if any(plan.root(v) is r for _, v in plan.post_copies):
+            last = n
+        plan.live[id(r)] = (first, last)
+    return plan
+
+
+def _iteration_shape(k: Kernel):
+    return k.nodes[-1].outputs[0].shape
+
+
+def _reads_elementwise_same_shape(k: Kernel, target: SharedVar, plan: MemoryPlan) -> bool:
+    if k.kind != "elementwise" or _iteration_shape(k) != target.shape:
+        return False
+    return all(v.shape == target.shape for v in k.inputs if plan.root(v) is target)
+
+
+def _all_vars(schedule: Schedule):
+    for k in schedule.kernels:
+        yield from k.inputs
+        yield from k.outputs
+    yield from schedule.graph.outputs
