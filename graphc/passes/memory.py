@@ -174,7 +174,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
     # the workspace: every other root written by a kernel
     seen = set()
     n = len(kernels)
-    for i, k in enumerate(kernels):
+    for k in kernels:
         for o in k.outputs:
             r = plan.root(o)
             if id(r) in seen or plan.kind(r) != "temp":
