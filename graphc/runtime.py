@@ -8,7 +8,9 @@ advanced by implicit updates, so each call draws fresh numbers.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -66,8 +68,8 @@ class Function:
     `inputs`, `outputs`, `updates`.
     """
 
-    def __init__(self, inputs: Sequence[Var], outputs, updates=None, backend: str = "ref",
-                 exclude_passes: Sequence[str] = (), allow_input_downcast: bool = False):
+    def __init__(self, inputs: Sequence[Var], outputs, updates=None, backend: str | None = None,
+                 exclude_passes: Sequence[str] = (), allow_input_downcast: bool = False, debug: bool = False):
         self.inputs = _check_inputs(inputs)
         self._single = isinstance(outputs, Var)
         outs = [outputs] if self._single else list(outputs) if isinstance(outputs, (list, tuple)) else None
@@ -79,13 +81,15 @@ class Function:
         self.outputs = outs
         self.updates = _check_updates(updates)
         self.updates += _rng_updates(outs + [e for _, e in self.updates], {id(t) for t, _ in self.updates})
+        backend = resolve_backend(backend)
         self.backend = backend
         self.allow_input_downcast = allow_input_downcast
+        self.debug = debug
         targets = [t for t, _ in self.updates]
         exprs = outs + [e for _, e in self.updates]
         _check_missing_inputs(self.inputs, exprs)
         self.graph = optimize(Graph(self.inputs, exprs), exclude=exclude_passes)
-        self._program = compile_graph(backend, self.graph, len(outs), targets)
+        self._program = compile_graph(backend, self.graph, len(outs), targets, debug=debug)
         if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
             print(f"[graphc] optimised graph ({backend}):\n{self.graph}", file=sys.stderr)
             if self.source:
@@ -95,6 +99,13 @@ class Function:
     def source(self) -> str:
         """The generated source text ("" for the reference backend)."""
         return self._program.source
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of workspace (intermediates) of the largest call so far; 0 before the first call
+        and for the reference backend."""
+        sizes = getattr(self._program, "memory_bytes", {})
+        return max(sizes.values(), default=0)
 
     def __call__(self, *args, **kwargs):
         values = self._bind_args(args, kwargs)
@@ -121,12 +132,15 @@ class Function:
         return [_convert_arg(p, v, self.allow_input_downcast) for p, v in zip(self.inputs, values)]
 
 
-def function(inputs: Sequence[Var], outputs, updates=None, backend: str = "ref", **options) -> Function:
+def function(inputs: Sequence[Var], outputs, updates=None, backend: str | None = None, **options) -> Function:
     """Compile `outputs` (a Var or a list) as a function of the placeholders `inputs`.
 
     `updates` is a list of ``(shared_var, new_value_expr)`` pairs (or a dict), applied after
-    each call from the values before it. Options: ``exclude_passes=("fold", ...)``,
-    ``allow_input_downcast=True`` (accept float64 arrays for float32 inputs, etc.).
+    each call from the values before it. `backend` is "c" (the default; ``$GRAPHC_BACKEND``
+    changes it), "ref" (NumPy, the oracle) or "cuda". Options: ``exclude_passes=("fold", ...)``,
+    ``allow_input_downcast=True`` (accept float64 arrays for float32 inputs, etc.),
+    ``debug=True`` (C: run the reference backend beside it on every call and raise on the first
+    kernel whose output differs).
 
     >>> import graphc as gc
     >>> x = gc.placeholder("x", (None, 2))
@@ -135,6 +149,26 @@ def function(inputs: Sequence[Var], outputs, updates=None, backend: str = "ref",
     12.0
     """
     return Function(inputs, outputs, updates, backend, **options)
+
+
+_warned_no_cc = False
+
+
+def resolve_backend(backend: str | None) -> str:
+    """The backend to use: the argument, else ``$GRAPHC_BACKEND``, else "c" (or "ref", with a
+    warning, when there is no C compiler)."""
+    global _warned_no_cc
+    if backend is None:
+        backend = os.environ.get("GRAPHC_BACKEND", "c")
+        if backend == "c" and shutil.which(os.environ.get("CC", "gcc")) is None:
+            if not _warned_no_cc:
+                warnings.warn("graphc: no C compiler found (gcc); using the NumPy reference backend",
+                              RuntimeWarning, stacklevel=3)
+                _warned_no_cc = True
+            backend = "ref"
+    if backend not in ("ref", "c", "cuda"):
+        raise ValueError(f"unknown backend {backend!r}; choose 'ref', 'c' or 'cuda'")
+    return backend
 
 
 def _check_inputs(inputs) -> list[Placeholder]:

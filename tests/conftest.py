@@ -88,3 +88,15 @@ def numeric_grad(f, args, i, eps=1e-6):
         fm = f(*args[:i], xm, *args[i + 1:])
         flat[k] = (float(fp) - float(fm)) / (2 * eps)
     return g
+
+
+# Most tests check graph semantics on the reference backend (the oracle), where a function costs
+# no compiler run; tests of the C backend ask for it explicitly (or use the `backend` fixture).
+os.environ.setdefault("GRAPHC_BACKEND", "ref")
+
+
+@pytest.fixture(params=["ref", "c"])
+def backend(request, monkeypatch):
+    """Runs a test once per CPU backend by changing the default backend."""
+    monkeypatch.setenv("GRAPHC_BACKEND", request.param)
+    return request.param

@@ -14,6 +14,7 @@ import graphc as gc
 from graphc.ops import REGISTRY
 
 from .conftest import HypothesisDraw, numeric_grad, placeholders_for
+from .test_passes import RandomGraph
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
 
@@ -77,3 +78,159 @@ def test_gradient_compiled_in_c_matches_finite_differences(name, data):
     f_cost = gc.function(vars_, cost, backend="c")
     for g, i in zip(grads, wrt):
         np.testing.assert_allclose(g, numeric_grad(f_cost, case.args, i), rtol=1e-5, atol=1e-6)
+
+
+@given(data=st.data())
+def test_random_graphs_c_matches_ref(data):
+    """Random DAGs (broadcasting, reductions on every axis, views, matmul, fused chains) and their
+    gradients give the same values on C as on ref."""
+    g = RandomGraph(data)
+    outs = [v for v, _ in g.build()]
+    cost = gc.sum(outs[0] * 1.5) if outs[0].dtype.startswith("float") else None
+    extra = gc.grad(cost, [v for v in g.inputs]) if cost is not None else []
+    f_ref = gc.function(g.inputs, outs + extra, backend="ref")
+    f_c = gc.function(g.inputs, outs + extra, backend="c")
+    for a, b in zip(f_c(*g.args), f_ref(*g.args)):
+        _compare(a, b, "float64")
+
+
+def _mlp_step(backend, lr=0.1):
+    rng = np.random.default_rng(0)
+    x = gc.placeholder("x", (None, 6))
+    t = gc.placeholder("t", (None,), "int32")
+    W1 = gc.shared(rng.normal(0, 0.5, (6, 5)).astype("float32"), name="W1")
+    b1 = gc.shared(np.zeros(5, "float32"), name="b1")
+    W2 = gc.shared(rng.normal(0, 0.5, (5, 3)).astype("float32"), name="W2")
+    params = [W1, b1, W2]
+    loss = gc.softmax_cross_entropy(gc.relu(x @ W1 + b1) @ W2, t).mean()
+    grads = gc.grad(loss, params)
+    f = gc.function([x, t], loss, updates=[(p, p - lr * g) for p, g in zip(params, grads)], backend=backend)
+    return f, params
+
+
+@pytest.mark.parametrize("batches", [[7, 1, 3, 1, 16]])
+def test_one_compiled_step_serves_every_batch_size(batches):
+    """The same function is called with several batch sizes (1 included): values and in-place
+    updates match the reference backend step by step."""
+    f_c, p_c = _mlp_step("c")
+    f_r, p_r = _mlp_step("ref")
+    rng = np.random.default_rng(1)
+    for n in batches:
+        xv = rng.normal(size=(n, 6)).astype("float32")
+        tv = rng.integers(0, 3, n).astype("int32")
+        np.testing.assert_allclose(f_c(xv, tv), f_r(xv, tv), rtol=1e-5)
+        for a, b in zip(p_c, p_r):
+            np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=1e-5, atol=1e-6)
+    assert len(f_c._program.memory_bytes) == len(set(batches))
+    assert f_c.memory_bytes > 0
+
+
+def test_updates_are_computed_from_pre_call_values_in_c():
+    a = gc.shared(np.array([1.0, 2.0], "float32"), name="a")
+    b = gc.shared(np.array([10.0, 20.0], "float32"), name="b")
+    c = gc.shared(np.array([0.5, 0.5], "float32"), name="c")
+    # a <- b and b <- a swap; c reads a after a's update kernel could have run
+    f = gc.function([], [a * 1.0], updates=[(a, b), (b, a), (c, c + a)], backend="c")
+    out = f()
+    np.testing.assert_array_equal(out[0], [1.0, 2.0])
+    np.testing.assert_array_equal(a.get_value(), [10.0, 20.0])
+    np.testing.assert_array_equal(b.get_value(), [1.0, 2.0])
+    np.testing.assert_array_equal(c.get_value(), [1.5, 2.5])
+
+
+def test_outputs_are_fresh_arrays_not_views_of_state():
+    W = gc.shared(np.ones(3, "float32"), name="W")
+    f = gc.function([], [W, W * 2.0], updates=[(W, W + 1.0)], backend="c")
+    w0, w2 = f()
+    np.testing.assert_array_equal(w0, [1, 1, 1])  # the value before the update
+    w0[:] = 99
+    np.testing.assert_array_equal(W.get_value(), [2, 2, 2])
+
+
+def test_non_contiguous_and_read_only_inputs():
+    x = gc.placeholder("x", (None, 3))
+    f = gc.function([x], gc.tanh(x) * 2.0, backend="c")
+    base = np.arange(24, dtype="float32").reshape(4, 6) / 10
+    view = base[:, ::2]  # non-contiguous
+    np.testing.assert_allclose(f(view), np.tanh(view) * 2, rtol=1e-6)
+    ro = np.ascontiguousarray(view)
+    ro.flags.writeable = False
+    np.testing.assert_allclose(f(ro), np.tanh(ro) * 2, rtol=1e-6)
+    np.testing.assert_allclose(f(view.T.copy().T), np.tanh(view) * 2, rtol=1e-6)  # Fortran order
+
+
+def test_wrong_inputs_are_refused_before_native_code():
+    x = gc.placeholder("x", (None, 3))
+    f = gc.function([x], x.sum(), backend="c")
+    with pytest.raises(gc.ShapeError, match="'x'"):
+        f(np.ones((2, 4), "float32"))
+    with pytest.raises(TypeError, match="'x'"):
+        f(np.ones((2, 3), "float64"))
+    with pytest.raises(TypeError, match="argument"):
+        f()
+
+
+def test_take_out_of_range_in_c_names_the_index_and_writes_nothing():
+    E = gc.shared(np.arange(8, dtype="float32").reshape(4, 2), name="E")
+    i = gc.placeholder("i", (None,), "int32")
+    acc = gc.shared(np.zeros(2, "float32"), name="acc")
+    f = gc.function([i], [], updates=[(acc, acc + gc.take(E, i).sum(axis=0))], backend="c")
+    with pytest.raises(IndexError, match="index 7 is out of range for axis 0 of size 4"):
+        f(np.array([0, 7], "int32"))
+    np.testing.assert_array_equal(acc.get_value(), [0, 0])
+    f(np.array([-1, 0], "int32"))
+    np.testing.assert_array_equal(acc.get_value(), [6, 8])
+
+
+def test_default_backend_is_c(monkeypatch):
+    monkeypatch.delenv("GRAPHC_BACKEND", raising=False)
+    x = gc.placeholder("x", (2,))
+    f = gc.function([x], x + 1.0)
+    assert f.backend == "c" and "gc_main" in f.source
+
+
+def test_graphc_debug_prints_graph_and_source(monkeypatch, capsys):
+    monkeypatch.setenv("GRAPHC_DEBUG", "1")
+    x = gc.placeholder("x", (None,))
+    gc.function([x], gc.exp(x) * 2.0, backend="c")
+    err = capsys.readouterr().err
+    assert "optimised graph" in err and "int gc_main(void **B, const int64_t *D)" in err and "gc_expf" in err
+
+
+def test_debug_mode_names_the_first_wrong_kernel(monkeypatch):
+    """Break the tanh emitter on purpose: debug mode must blame the kernel that computes tanh."""
+    from graphc.backends.c import emit
+
+    real = emit.scalar_c
+    monkeypatch.setattr(emit, "scalar_c", lambda op, dt, args: ("(" + real(op, dt, args) + " + 1.0f)")
+                        if op == "tanh" else real(op, dt, args))
+    x = gc.placeholder("x", (None, 4))
+    y = gc.exp(x).sum(axis=1)          # a correct kernel first
+    z = gc.tanh(x * 3.0)               # then the broken one
+    f = gc.function([x], [y, (z @ gc.constant(np.ones((4, 2), "float32")))], backend="c", debug=True)
+    with pytest.raises(AssertionError, match=r"kernel k\d+ \(elementwise\[multiply, tanh\]\)"):
+        f(np.ones((3, 4), "float32"))
+    ok = gc.function([x], [y], backend="c", debug=True)
+    np.testing.assert_allclose(ok(np.ones((3, 4), "float32"))[0], [np.exp(1.0) * 4] * 3, rtol=1e-6)
+
+
+def test_second_process_reuses_the_compiled_function(tmp_path):
+    """A function compiled in one process is a cache hit in the next: no compiler run."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import json, numpy as np, graphc as gc\n"
+        "from graphc.backends.c import build\n"
+        "x = gc.placeholder('x', (None, 3))\n"
+        "f = gc.function([x], gc.tanh(x @ gc.constant(np.eye(3, dtype='float32'))).sum(), backend='c')\n"
+        "print(json.dumps({'stats': build.STATS, 'value': float(f(np.ones((2, 3), 'float32')))}))\n")
+    env = dict(os.environ, GRAPHC_CACHE_DIR=str(tmp_path / "cache"))
+    runs = [json.loads(subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                                      check=True).stdout) for _ in range(2)]
+    assert runs[0]["stats"]["compiles"] == 1 and runs[1]["stats"]["compiles"] == 0
+    assert runs[1]["stats"]["hits"] == 1
+    assert runs[0]["value"] == runs[1]["value"] == pytest.approx(6 * np.tanh(1.0), rel=1e-6)

@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 import graphc as gc
+
+# every test here runs on the reference backend and on the C backend
+pytestmark = pytest.mark.usefixtures("backend")
 from graphc.ops.random import philox4x32
 
 

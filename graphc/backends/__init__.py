@@ -20,7 +20,8 @@ class Program(Protocol):
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]: ...
 
 
-def compile_graph(backend: str, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar]) -> Program:
+def compile_graph(backend: str, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar],
+                  debug: bool = False) -> Program:
     """Build `graph` with the named backend. The last ``len(update_targets)`` graph outputs are
     the new values of `update_targets`."""
     if backend == "ref":
@@ -30,7 +31,7 @@ def compile_graph(backend: str, graph: Graph, n_outputs: int, update_targets: Se
     if backend == "c":
         from .c.program import CProgram
 
-        return CProgram(graph, n_outputs, update_targets)
+        return CProgram(graph, n_outputs, update_targets, debug=debug)
     if backend == "cuda":
         raise NotImplementedError("backend 'cuda' is not available yet in this version of graphc; "
                                   "use backend='c' or 'ref'")

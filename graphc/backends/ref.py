@@ -27,6 +27,11 @@ class RefProgram:
         self._shape_cache: dict[tuple, dict[int, tuple]] = {}
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
+        env = self.evaluate(args)
+        return self._finish(env)
+
+    def evaluate(self, args: Sequence[np.ndarray]) -> dict[int, np.ndarray]:
+        """Every Var's value (by id) for these inputs; shared variables are not changed."""
         graph = self.graph
         key = tuple(a.shape for a in args)
         shapes = self._shape_cache.get(key)
@@ -45,7 +50,10 @@ class RefProgram:
                         raise AssertionError(f"ref backend: {node.op.name} produced {r.dtype.name}{r.shape}, "
                                              f"expected {o.dtype}{shapes[id(o)]}")
                     env[id(o)] = r
-        values = [np.array(env[id(v)], copy=True) for v in graph.outputs]
+        return env
+
+    def _finish(self, env) -> list[np.ndarray]:
+        values = [np.array(env[id(v)], copy=True) for v in self.graph.outputs]
         new_values = values[self.n_outputs:]
         for target, value in zip(self.update_targets, new_values):  # check all before writing any
             if value.shape != target.shape:

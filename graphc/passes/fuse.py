@@ -108,8 +108,8 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
     >>> [k.label for k in s.kernels]
     ['reduce[multiply, add, tanh, sum]']
     """
-    nodes = graph.nodes
-    users = _users(graph)
+    nodes = _value_needed(graph)
+    users = _users(graph, nodes)
     views: dict[int, Var] = {}
     group_of: dict[int, _Group] = {}  # id(node) -> group
     deps: dict[int, frozenset] = {}   # id(var) -> ids of groups the value depends on
@@ -152,10 +152,24 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
     return Schedule(graph, _order(kernels, views, late), views)
 
 
-def _users(graph: Graph) -> dict[int, list]:
+def _value_needed(graph: Graph) -> list[Node]:
+    """The nodes whose values the outputs need. A node read only for its shape (the forward loss
+    whose size a gradient broadcasts to) is dropped: its sizes come from the bound shapes."""
+    needed: set[int] = set()
+    stack = [v.owner for v in graph.outputs if v.owner is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) in needed:
+            continue
+        needed.add(id(node))
+        stack.extend(v.owner for v in data_inputs(node) if v.owner is not None and id(v.owner) not in needed)
+    return [n for n in graph.nodes if id(n) in needed]
+
+
+def _users(graph: Graph, nodes: list[Node]) -> dict[int, list]:
     """id(var) -> consumers: nodes reading its value, or "out" for a graph output."""
     users: dict[int, list] = {}
-    for node in graph.nodes:
+    for node in nodes:
         for v in data_inputs(node):
             users.setdefault(id(v), []).append(node)
     for v in graph.outputs:

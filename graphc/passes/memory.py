@@ -44,6 +44,7 @@ class MemoryPlan:
     #: workspace roots and their live ranges [first kernel, last kernel]
     temps: list[Var] = field(default_factory=list)
     live: dict[int, tuple[int, int]] = field(default_factory=dict)
+    reuse: bool = True
 
     def root(self, v: Var) -> Var:
         return self.roots.get(id(v), v)
@@ -69,7 +70,7 @@ class MemoryPlan:
         placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
         offsets: dict[int, int] = {}
         for r in order:
-            first, last = self.live[id(r)]
+            first, last = self.live[id(r)] if self.reuse else (0, 1 << 62)
             size = sizes[id(r)]
             offset = 0
             for o, e, f, la in sorted(placed):
@@ -93,9 +94,12 @@ def _nbytes(v: Var, shapes) -> int:
     return int(np.prod(shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
 
 
-def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedVar]) -> MemoryPlan:
-    """Decide every value's storage for `schedule` (see the module docstring)."""
-    plan = MemoryPlan(schedule, n_outputs, list(update_targets))
+def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedVar],
+                reuse: bool = True) -> MemoryPlan:
+    """Decide every value's storage for `schedule` (see the module docstring). With
+    ``reuse=False`` (debug mode) every value keeps its own memory until the call ends, so it can
+    be inspected afterwards: no in-place work and no shared workspace regions."""
+    plan = MemoryPlan(schedule, n_outputs, list(update_targets), reuse=reuse)
     kernels = schedule.kernels
     outputs = list(schedule.graph.outputs)
 
@@ -109,7 +113,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
 
     # in-place elementwise outputs over inputs that die in the same kernel
     for i, k in enumerate(kernels):
-        if k.kind != "elementwise":
+        if k.kind != "elementwise" or not reuse:
             continue
         taken = set()
         for o in k.outputs:
@@ -166,7 +170,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
                 if j > first or (j == first and not _reads_elementwise_same_shape(kernels[j], target, plan)):
                     ok = False
                     break
-        if ok:
+        if ok and reuse:
             plan.in_place[id(r)] = target
         else:
             plan.post_copies.append((target, value))

@@ -33,7 +33,7 @@ def optimize(graph: Graph, exclude: Iterable[str] = (), max_rounds: int = 8) -> 
     >>> [n.op.name for n in g.nodes]
     ['log_softmax']
     """
-    exclude = set(exclude)
+    exclude = {exclude} if isinstance(exclude, str) else set(exclude)
     unknown = exclude - set(STAGE_NAMES)
     if unknown:
         raise ValueError(f"unknown pass(es) {sorted(unknown)}; the stages are {', '.join(STAGE_NAMES)}")

@@ -67,11 +67,15 @@ def cross_entropy(node):
     if mul is None:
         return None
     for i in (0, 1):
-        oh, ls = producer(mul.inputs[i], "one_hot"), producer(mul.inputs[1 - i], "log_softmax")
+        hot = mul.inputs[i]
+        cast = producer(hot, "cast")
+        if cast is not None and producer(cast.inputs[0], "one_hot") is not None:
+            hot = cast.inputs[0]  # 0 and 1 are exact in every dtype
+        oh, ls = producer(hot, "one_hot"), producer(mul.inputs[1 - i], "log_softmax")
         if oh is None or ls is None or ls.op.axis != x.ndim - 1:
             continue
         z, t = ls.inputs[0], oh.inputs[0]
-        if oh.op.dtype != z.dtype or oh.op.depth != z.shape[-1] or oh.outputs[0].shape != z.shape:
+        if oh.op.depth != z.shape[-1] or oh.outputs[0].shape != z.shape:
             continue
         out = negative(softmax_cross_entropy(z, t))
         return out if same_type(out, node.outputs[0]) else None

@@ -188,12 +188,18 @@ def _one_hot(em, name, node, index):
 
 
 def _check_indices(em, idx: Var, size: str, index: int, op: str, axis: int) -> str:
+    """Refuse out-of-range indices before anything is written; the first bad index and the size go
+    to the error-info buffer for the message."""
     code = (index + 1) << 4 | 1
-    em.errors[code] = f"{op}: an index is out of range for axis {axis} (size bound at call time)"
+    em.errors[code] = (IndexError, op + ": index {0} is out of range for axis " + str(axis) + " of size {1}")
     return f"""  {{ const {C_TYPES[idx.dtype]} *restrict ix = {em.ptr(idx)}; const int64_t ni = {em.size(idx)};
     int64_t bad = 0;
     for (int64_t j = 0; j < ni; j++) bad |= (ix[j] < -({size})) | (ix[j] >= ({size}));
-    if (bad) return {code}; }}"""
+    if (bad) {{
+      for (int64_t j = 0; j < ni; j++)
+        if (ix[j] < -({size}) || ix[j] >= ({size})) {{ GC_ERR[0] = (int64_t)ix[j]; GC_ERR[1] = {size}; break; }}
+      return {code};
+    }} }}"""
 
 
 def _take(em, name, node, index):

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ...core import Constant, Graph, Placeholder, SharedVar
+from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar
 from ...passes.fuse import schedule
 from ...passes.memory import plan_memory
 from .build import build_library
@@ -26,18 +26,20 @@ CDEF = "int gc_main(void **B, const int64_t *D);"
 class _Signature:
     """Everything fixed for one tuple of input shapes."""
 
-    __slots__ = ("ptrs", "dims", "out_shapes", "workspace", "ptrs_c", "dims_c", "workspace_bytes")
+    __slots__ = ("ptrs", "dims", "out_shapes", "workspace", "ptrs_c", "dims_c", "workspace_bytes", "shapes",
+                 "base", "offsets")
 
 
 class CProgram:
     """Executes an optimised Graph as generated C."""
 
-    def __init__(self, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar]):
+    def __init__(self, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar], debug: bool = False):
         self.graph = graph
         self.n_outputs = n_outputs
+        self.debug = debug
         late = {id(v) for v in graph.outputs[n_outputs:]}
         self.schedule = schedule(graph, late=late)
-        self.plan = plan_memory(self.schedule, n_outputs, list(update_targets))
+        self.plan = plan_memory(self.schedule, n_outputs, list(update_targets), reuse=not debug)
         self.emitter = CEmitter(self.schedule, self.plan)
         for i in range(n_outputs):
             self.emitter.output_slot(i)
@@ -50,6 +52,7 @@ class CProgram:
         self._signatures: dict[tuple, _Signature] = {}
         self._lock = threading.Lock()
         self._keep = []  # arrays whose addresses sit in pointer tables
+        self._errinfo = np.zeros(4, np.int64)
         if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
             print(f"[graphc] {self.schedule}", file=sys.stderr)
 
@@ -70,9 +73,16 @@ class CProgram:
         sig.workspace_bytes = total
         sig.workspace = np.empty(total + 64, np.uint8)
         base = (sig.workspace.ctypes.data + 63) // 64 * 64
+        sig.shapes, sig.base, sig.offsets = shapes, base - sig.workspace.ctypes.data, offsets
+        for target, value in zip(plan.update_targets, self.graph.outputs[self.n_outputs:]):
+            got = shapes.get(id(value), value.shape)
+            if tuple(got) != target.shape:
+                raise ShapeError(f"update of {target.name!r}: new value has shape {tuple(got)}, the variable has "
+                                 f"{target.shape}")
         sig.ptrs = np.zeros(max(len(em.buffers), 1), np.uint64)
+        sig.ptrs[0] = self._errinfo.ctypes.data
         for slot, r in enumerate(em.buffers):
-            if isinstance(r, tuple):  # caller's output array, filled per call
+            if isinstance(r, tuple):  # caller's output arrays (filled per call), error info
                 continue
             if isinstance(r, Constant):
                 arr = np.ascontiguousarray(r.value)
@@ -94,6 +104,11 @@ class CProgram:
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         args = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in args]
+        if self.debug:
+            return self._debug_call(args)
+        return self._call(args)
+
+    def _call(self, args):
         with self._lock:
             sig = self._signature(tuple(a.shape for a in args))
             ptrs = sig.ptrs
@@ -109,7 +124,54 @@ class CProgram:
                     ptrs[em._slot[id(root)]] = o.ctypes.data
             rc = self._main(sig.ptrs_c, sig.dims_c)
         if rc:
-            message = self.emitter.errors.get(rc, f"generated kernel failed with code {rc}")
-            raise IndexError(message) if "index" in message else RuntimeError(message)
+            kind, fmt = self.emitter.errors.get(rc, (RuntimeError, f"generated kernel failed with code {rc}"))
+            raise kind(fmt.format(*self._errinfo.tolist()))
         return outs
+
+    def _debug_call(self, args):
+        """Run the reference backend first (on the same pre-call state), then C; compare every
+        kernel's outputs in schedule order and raise on the first that differs."""
+        from ..ref import RefProgram
+
+        ref = RefProgram(self.graph, len(self.graph.outputs), [])
+        expected = ref.evaluate(args)
+        outs = self._call(args)
+        sig = self._signatures[tuple(a.shape for a in args)]
+        for i, k in enumerate(self.schedule.kernels):
+            for v in k.outputs:
+                got = self._value_after_call(v, sig, outs)
+                if got is None:
+                    continue
+                want = expected[id(v)]
+                if not _close(got, want):
+                    bad = np.argwhere(~_close_mask(got, want))
+                    where = tuple(bad[0]) if len(bad) else ()
+                    raise AssertionError(
+                        f"debug mode: kernel k{i} ({k.label}) disagrees with the reference backend on "
+                        f"{v.type} at index {where}: C gave {got[where]!r}, ref gave {want[where]!r}. "
+                        f"Generated source: {self.source_path}")
+        return outs
+
+    def _value_after_call(self, v, sig, outs):
+        plan = self.plan
+        r = plan.root(v)
+        shape = sig.shapes.get(id(v), v.shape)
+        if id(r) in plan.output_backed:
+            return outs[plan.output_backed[id(r)]].reshape(shape)
+        if id(r) in sig.offsets:
+            n = int(np.prod(shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
+            start = sig.base + sig.offsets[id(r)]
+            return sig.workspace[start:start + n].view(v.dtype).reshape(shape)
+        return None
+
+
+def _close_mask(a, b):
+    if a.dtype.kind == "f":
+        tol = 1e-4 if a.dtype == np.float32 else 1e-9
+        return np.isclose(a, b, rtol=tol, atol=tol, equal_nan=True)
+    return a == b
+
+
+def _close(a, b) -> bool:
+    return a.shape == b.shape and bool(np.all(_close_mask(a, b)))
 
