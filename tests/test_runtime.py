@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import graphc as gc
+from graphc.ops.random import philox4x32
 
 # every test here runs on the reference backend and on the C backend
 pytestmark = pytest.mark.usefixtures("backend")
-from graphc.ops.random import philox4x32
 
 
 def ph(name, shape, dtype="float32"):
