@@ -78,12 +78,19 @@ class ScalarPrinter(C99CodePrinter):
         # NaN stays NaN (NumPy); the final branch returns the argument itself for 0 and NaN
         return f"(({a}) > {zero} ? {one} : (({a}) < {zero} ? -{one} : ({a})))"
 
+    def _select(self, cond: str, a: str, b: str) -> str:
+        # gc_select evaluates both arms branch-free: gcc will not vectorise a ?: whose arm calls
+        # a math function (trapping math), but does vectorise the blend
+        if self.is_float:
+            return f"gc_select{self.suffix}({cond}, {a}, {b})"
+        return f"(({cond}) ? ({a}) : ({b}))"
+
     def _minmax(self, e, cmp):
         # NumPy's maximum/minimum propagate NaN (C's fmax does not)
         a, b = (self._print(x) for x in e.args)
         if not self.is_float:
             return f"(({a}) {cmp} ({b}) ? ({a}) : ({b}))"
-        return f"((({a}) {cmp} ({b}) || ({a}) != ({a})) ? ({a}) : ({b}))"
+        return self._select(f"(({a}) {cmp} ({b}) || ({a}) != ({a}))", a, b)
 
     def _print_Max(self, e):
         if len(e.args) != 2:
@@ -101,7 +108,7 @@ class ScalarPrinter(C99CodePrinter):
     def _print_Piecewise(self, e):
         (a, cond), (b, _) = e.args
         c = cond.lhs if isinstance(cond, sp.Ne) and cond.rhs == 0 else cond
-        return f"(({self._print(c)}) ? ({self._print(a)}) : ({self._print(b)}))"
+        return self._select(self._print(c), self._print(a), self._print(b))
 
 
 _ARGS = sp.symbols("a0:3")
@@ -113,7 +120,7 @@ def scalar_c(scalar: str, operand_dtype: str, args: list[str]) -> str:
     >>> scalar_c("tanh", "float32", ["x"])
     'gc_tanhf(x)'
     >>> scalar_c("maximum", "float64", ["a", "b"])
-    '(((a) > (b) || (a) != (a)) ? (a) : (b))'
+    'gc_select(((a) > (b) || (a) != (a)), a, b)'
     """
     spec = SCALAR_OPS[scalar]
     syms = _ARGS[: spec.nin]

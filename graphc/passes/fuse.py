@@ -109,44 +109,82 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
     ['reduce[multiply, add, tanh, sum]']
     """
     nodes = _value_needed(graph)
+    position = {id(n): i for i, n in enumerate(nodes)}
     users = _users(graph, nodes)
     views: dict[int, Var] = {}
     group_of: dict[int, _Group] = {}  # id(node) -> group
     deps: dict[int, frozenset] = {}   # id(var) -> ids of groups the value depends on
     groups: list[_Group] = []
 
-    def dep(v: Var) -> frozenset:
-        return deps.get(id(v), frozenset())
+    alias: dict[int, int] = {}  # merged group id -> surviving group id
+    ext_deps: dict[int, set] = {}  # group id -> groups its members' outside inputs depend on
 
+    def find(gid: int) -> int:
+        while gid in alias:
+            gid = alias[gid]
+        return gid
+
+    def dep(v: Var) -> set:
+        return {find(g) for g in deps.get(id(v), ())}
+
+    def group_of_var(v: Var):
+        g = group_of.get(id(v.owner)) if v.owner is not None else None
+        return None if g is None else by_id[find(g.gid)]
+
+    by_id: dict[int, _Group] = {}
     for node in nodes:
         ins = data_inputs(node)
         if isinstance(node.op, VIEW_OPS):
             views[id(node.outputs[0])] = node.inputs[0]
-            deps[id(node.outputs[0])] = dep(node.inputs[0])
+            deps[id(node.outputs[0])] = frozenset(dep(node.inputs[0]))
             continue
         group = None
         if isinstance(node.op, ELEMENTWISE_OPS):
             shape = node.outputs[0].shape
+            # every elementwise producer group of this shape may merge with the node, as long as
+            # no group reaches another (or the node) through a kernel outside them: no cycles
+            cands = []
             for v in ins:
-                g = group_of.get(id(v.owner)) if v.owner is not None else None
-                if g is None or g.kind != "elementwise" or g.shape != shape:
-                    continue
-                if all(g.gid not in dep(u) for u in ins if not (u.owner is not None and
-                                                                 group_of.get(id(u.owner)) is g)):
-                    group = g
-                    break
-            if group is None:
+                g = group_of_var(v)
+                if g is not None and g.kind == "elementwise" and g.shape == shape and g not in cands:
+                    cands.append(g)
+            chosen: list[_Group] = []
+            for g in cands:
+                trial = chosen + [g]
+                ids = {c.gid for c in trial}
+                outside = set().union(*(dep(u) for u in ins if group_of_var(u) not in trial))
+                inner = set().union(*({find(x) for x in ext_deps[c.gid]} for c in trial))
+                if not (ids & outside) and not (ids & inner):
+                    chosen = trial
+            if chosen:
+                group = chosen[0]
+                for g in chosen[1:]:  # merge into the first, keeping topological node order
+                    alias[g.gid] = group.gid
+                    group.nodes = sorted(group.nodes + g.nodes, key=lambda n: position[id(n)])
+                    ext_deps[group.gid] |= ext_deps.pop(g.gid)
+                    g.nodes = []
+                group.nodes.append(node)
+            else:
                 group = _Group(len(groups), "elementwise", shape, node)
                 groups.append(group)
-            else:
-                group.nodes.append(node)
+                by_id[group.gid] = group
+                ext_deps[group.gid] = set()
         else:
             group = _Group(len(groups), "single", None, node)
             groups.append(group)
+            by_id[group.gid] = group
+            ext_deps[group.gid] = set()
         group_of[id(node)] = group
-        d = frozenset({group.gid}).union(*(dep(v) for v in ins))
+        for u in ins:
+            if group_of_var(u) is not group:
+                ext_deps[group.gid] |= dep(u)
+        d = frozenset({group.gid}.union(*(dep(v) for v in ins)))
         for o in node.outputs:
             deps[id(o)] = d
+    for node in nodes:  # point nodes of merged groups at the surviving group
+        if id(node) in group_of:
+            group_of[id(node)] = by_id[find(group_of[id(node)].gid)]
+    groups = [g for g in groups if g.nodes]
 
     kernels = _make_kernels(groups, group_of, users, views, graph)
     return Schedule(graph, _order(kernels, views, late), views)
