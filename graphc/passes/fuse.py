@@ -113,74 +113,90 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
     users = _users(graph, nodes)
     views: dict[int, Var] = {}
     group_of: dict[int, _Group] = {}  # id(node) -> group
-    deps: dict[int, frozenset] = {}   # id(var) -> ids of groups the value depends on
     groups: list[_Group] = []
 
     alias: dict[int, int] = {}  # merged group id -> surviving group id
-    ext_deps: dict[int, set] = {}  # group id -> groups its members' outside inputs depend on
+    ext_inputs: dict[int, list[Var]] = {}  # group id -> Vars its members read from outside it
+    by_id: dict[int, _Group] = {}
 
     def find(gid: int) -> int:
         while gid in alias:
             gid = alias[gid]
         return gid
 
-    def dep(v: Var) -> set:
-        return {find(g) for g in deps.get(id(v), ())}
-
-    def group_of_var(v: Var):
+    def producer_group(v: Var):
+        while id(v) in views:
+            v = views[id(v)]
         g = group_of.get(id(v.owner)) if v.owner is not None else None
         return None if g is None else by_id[find(g.gid)]
 
-    by_id: dict[int, _Group] = {}
+    def group_deps(gid: int, memo: dict) -> set:
+        """Every group that must run before group `gid` (a whole group runs at once, so this is
+        over all its members' outside inputs; recomputed because groups grow and merge)."""
+        if gid in memo:
+            return memo[gid]
+        memo[gid] = set()
+        out = set()
+        for u in ext_inputs[gid]:
+            pg = producer_group(u)
+            if pg is not None and pg.gid != gid:
+                out.add(pg.gid)
+                out |= group_deps(pg.gid, memo)
+        memo[gid] = out
+        return out
+
+    def var_deps(v: Var, memo: dict) -> set:
+        pg = producer_group(v)
+        return set() if pg is None else {pg.gid} | group_deps(pg.gid, memo)
+
+    def new_group(kind, shape, node):
+        g = _Group(len(groups), kind, shape, node)
+        groups.append(g)
+        by_id[g.gid] = g
+        ext_inputs[g.gid] = []
+        return g
+
     for node in nodes:
         ins = data_inputs(node)
         if isinstance(node.op, VIEW_OPS):
             views[id(node.outputs[0])] = node.inputs[0]
-            deps[id(node.outputs[0])] = frozenset(dep(node.inputs[0]))
             continue
         group = None
         if isinstance(node.op, ELEMENTWISE_OPS):
             shape = node.outputs[0].shape
-            # every elementwise producer group of this shape may merge with the node, as long as
-            # no group reaches another (or the node) through a kernel outside them: no cycles
+            memo: dict = {}
             cands = []
             for v in ins:
-                g = group_of_var(v)
+                g = producer_group(v)
                 if g is not None and g.kind == "elementwise" and g.shape == shape and g not in cands:
                     cands.append(g)
+            # merge the node with every producer group of its shape that it can join without a
+            # cycle: no chosen group may reach another, or an input of the node, through a kernel
+            # outside them
             chosen: list[_Group] = []
             for g in cands:
                 trial = chosen + [g]
                 ids = {c.gid for c in trial}
-                outside = set().union(*(dep(u) for u in ins if group_of_var(u) not in trial))
-                inner = set().union(*({find(x) for x in ext_deps[c.gid]} for c in trial))
+                outside = set().union(*(var_deps(u, memo) for u in ins if producer_group(u) not in trial))
+                inner = set().union(*(group_deps(c.gid, memo) for c in trial))
                 if not (ids & outside) and not (ids & inner):
                     chosen = trial
             if chosen:
                 group = chosen[0]
-                for g in chosen[1:]:  # merge into the first, keeping topological node order
+                for g in chosen[1:]:
                     alias[g.gid] = group.gid
                     group.nodes = sorted(group.nodes + g.nodes, key=lambda n: position[id(n)])
-                    ext_deps[group.gid] |= ext_deps.pop(g.gid)
+                    ext_inputs[group.gid] += ext_inputs.pop(g.gid)
                     g.nodes = []
                 group.nodes.append(node)
             else:
-                group = _Group(len(groups), "elementwise", shape, node)
-                groups.append(group)
-                by_id[group.gid] = group
-                ext_deps[group.gid] = set()
+                group = new_group("elementwise", shape, node)
         else:
-            group = _Group(len(groups), "single", None, node)
-            groups.append(group)
-            by_id[group.gid] = group
-            ext_deps[group.gid] = set()
+            group = new_group("single", None, node)
         group_of[id(node)] = group
         for u in ins:
-            if group_of_var(u) is not group:
-                ext_deps[group.gid] |= dep(u)
-        d = frozenset({group.gid}.union(*(dep(v) for v in ins)))
-        for o in node.outputs:
-            deps[id(o)] = d
+            if producer_group(u) is not group:
+                ext_inputs[group.gid].append(u)
     for node in nodes:  # point nodes of merged groups at the surviving group
         if id(node) in group_of:
             group_of[id(node)] = by_id[find(group_of[id(node)].gid)]
