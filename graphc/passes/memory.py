@@ -121,7 +121,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
                 ru = root(u)
                 if isinstance(ru, (Placeholder, SharedVar, Constant)) or id(ru) in taken:
                     continue
-                if u.shape != o.shape or np.dtype(u.dtype).itemsize != np.dtype(o.dtype).itemsize:
+                if u.shape != o.shape or u.dtype != o.dtype:
                     continue
                 if u.shape != _iteration_shape(k) or any(id(root(g)) == id(ru) for g in outputs):
                     continue

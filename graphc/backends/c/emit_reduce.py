@@ -47,7 +47,8 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
     operands = [v for v in k.inputs]
     sizes, offset, groups = em._loops(x, operands, masks={"reduced": reduced_mask})
     flags = [reduced_mask[g[-1]] for g in groups]
-    body = em._body(k.nodes[:-1], k.inputs, offset)
+    decls, names = em.local_pointers(k.inputs, [])
+    body = em._body(k.nodes[:-1], k.inputs, offset, names)
     value = em._value[id(x)]
     optr = em.ptr(out, const=False)
     kept = [j for j, f in enumerate(flags) if not f]
@@ -60,7 +61,7 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
     osize = em.size(out)
     ident = _identity(kind, dtype)
     head = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
-    lines = [f"  {ct} *restrict o = {optr};"]
+    lines = [f"  {d}" for d in decls] + [f"  {ct} *restrict o = {optr};"]
     n = len(groups)
     stmts = "\n".join("      " + ln for ln in body)
 
