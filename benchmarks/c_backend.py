@@ -37,6 +37,28 @@ def timeit(fn, args_list, repeat=15, warmup=3) -> float:
     return statistics.median(times)
 
 
+def timeit_interleaved(fns, args_lists, repeat=15, warmup=3, block=5) -> list[float]:
+    """Median seconds of each function, measured in alternating blocks (a x5, b x5, a x5, ...)
+    so that a drift in machine load affects every contender alike. Each block starts with an
+    untimed run: BLAS thread pools (NumPy's and graphc's are separate) spin for a while after
+    use, and the first run after a switch would pay for the other contender's pool."""
+    for i in range(warmup):
+        for fn, args in zip(fns, args_lists):
+            fn(*args[i % len(args)])
+    times = [[] for _ in fns]
+    done = 0
+    while done < repeat:
+        for j, (fn, args) in enumerate(zip(fns, args_lists)):
+            fn(*args[0])
+            for i in range(done, min(done + block, repeat)):
+                a = args[i % len(args)]
+                t0 = time.perf_counter()
+                fn(*a)
+                times[j].append(time.perf_counter() - t0)
+        done += block
+    return [statistics.median(t) for t in times]
+
+
 def check(got, want, rtol=1e-4, atol=1e-5, what=""):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=f"{what}: graphc disagrees with NumPy")
 
@@ -53,7 +75,7 @@ def bench_transcendental(n, repeat):
     rng = np.random.default_rng(0)
     xs = [(rng.uniform(-4, 4, n).astype("float32"),) for _ in range(3)]
     check(f(*xs[0]), np_chain(*xs[0]), what="transcendental chain")
-    tg, tn = timeit(f, xs, repeat), timeit(np_chain, xs, repeat)
+    tg, tn = timeit_interleaved([f, np_chain], [xs, xs], repeat)
     return {"workload": f"transcendental chain, {n:,} float32", "graphc_s": tg, "numpy_s": tn,
             "speedup_vs_numpy": tn / tg, "target": ">= 6x NumPy"}
 
@@ -66,10 +88,9 @@ def bench_arithmetic(n, repeat):
     xs = [(rng.standard_normal(n).astype("float32"),) for _ in range(3)]
     check(f(*xs[0]), (xs[0][0] * np.float32(0.5) + 1) * xs[0][0] - np.float32(0.25), what="arithmetic chain")
     dst = np.empty(n, "float32")
-    tc = timeit(lambda a: np.copyto(dst, a), xs, repeat)
-    fresh = timeit(lambda a: np.copy(a), xs, repeat)
-    tg = timeit(f, xs, repeat)
-    tn = timeit(lambda a: (a * np.float32(0.5) + 1) * a - np.float32(0.25), xs, repeat)
+    tc, fresh, tg, tn = timeit_interleaved(
+        [lambda a: np.copyto(dst, a), np.copy, f, lambda a: (a * np.float32(0.5) + 1) * a - np.float32(0.25)],
+        [xs] * 4, repeat)
     gbs = 2 * 4 * n / tg / 1e9
     return {"workload": f"arithmetic chain, {n:,} float32", "graphc_s": tg, "numpy_s": tn, "copyto_s": tc,
             "np_copy_s": fresh, "graphc_GBps": gbs, "copyto_GBps": 2 * 4 * n / tc / 1e9,
@@ -84,7 +105,7 @@ def bench_matmul(n, repeat):
     args = [(rng.standard_normal((n, n)).astype("float32"), rng.standard_normal((n, n)).astype("float32"))
             for _ in range(2)]
     check(f(*args[0]), args[0][0] @ args[0][1], rtol=1e-3, atol=1e-3, what="matmul")
-    tg, tn = timeit(f, args, repeat), timeit(lambda x, y: x @ y, args, repeat)
+    tg, tn = timeit_interleaved([f, lambda x, y: x @ y], [args, args], repeat)
     flops = 2 * n**3
     return {"workload": f"matmul {n}^3 float32", "graphc_s": tg, "numpy_s": tn, "graphc_GFLOPs": flops / tg / 1e9,
             "numpy_GFLOPs": flops / tn / 1e9, "speedup_vs_numpy": tn / tg, "target": "within 5% of NumPy"}
@@ -191,18 +212,21 @@ def bench_mlp(batch, repeat, sizes=(784, 512, 512, 10), lr=0.01):
         check(float(f(xb, tb)), ref.step(xb, tb), rtol=1e-3, what="MLP step loss")
     for p, w in zip(params, ref.ws + ref.bs):
         check(p.get_value(), w, rtol=1e-3, atol=1e-5, what="MLP step weights")
-    tg = timeit(f, data, repeat)
-    tn = timeit(ref.step, data, repeat)
+    fns, argl = [f, ref.step], [data, data]
+    tm = torch_mlp(list(sizes), lr)
+    if tm is not None:
+        step, torch = tm
+        tdata = [(torch.tensor(x), torch.tensor(t.astype("int64"))) for x, t in data]
+        fns.append(step)
+        argl.append(tdata)
+    times = timeit_interleaved(fns, argl, repeat)
+    tg, tn = times[:2]
     out = {"workload": f"MLP SGD step {'-'.join(map(str, sizes))}, batch {batch}", "graphc_s": tg, "numpy_s": tn,
            "speedup_vs_numpy": tn / tg, "graphc_compile_s": compile_s}
     flops = 3 * 2 * batch * sum(i * o for i, o in zip(sizes, sizes[1:]))
     out["graphc_GFLOPs"] = flops / tg / 1e9
-    tm = torch_mlp(list(sizes), lr)
     if tm is not None:
-        step, torch = tm
-        torch.set_num_threads(os.cpu_count() or 1)
-        tdata = [(torch.tensor(x), torch.tensor(t.astype("int64"))) for x, t in data]
-        tt = timeit(step, tdata, repeat)
+        tt = times[2]
         out["torch_s"] = tt
         out["speedup_vs_torch"] = tt / tg
         out["torch_vs_numpy"] = tn / tt

@@ -234,3 +234,28 @@ def test_second_process_reuses_the_compiled_function(tmp_path):
     assert runs[0]["stats"]["compiles"] == 1 and runs[1]["stats"]["compiles"] == 0
     assert runs[1]["stats"]["hits"] == 1
     assert runs[0]["value"] == runs[1]["value"] == pytest.approx(6 * np.tanh(1.0), rel=1e-6)
+
+
+def test_user_names_never_reach_the_c_source():
+    evil = 'x*/ int system(); /*"\n#include <stdio.h>'
+    x = gc.placeholder(evil, (3,))
+    W = gc.shared(np.ones(3, "float32"), name=evil + "W")
+    f = gc.function([x], x * W, updates=[(W, W * 2.0)], backend="c")
+    assert "system" not in f.source and "stdio" not in f.source
+    np.testing.assert_array_equal(f(np.ones(3, "float32")), [1, 1, 1])
+
+
+def test_sgd_update_is_folded_into_the_gemm_and_done_in_place():
+    """W <- W - lr * x.T @ g: one gemm (alpha = -lr, beta = 1) writing W's storage directly."""
+    rng = np.random.default_rng(0)
+    x = gc.placeholder("x", (None, 5))
+    W = gc.shared(rng.normal(size=(5, 3)).astype("float32"), name="W")
+    W0 = W.get_value()
+    loss = gc.sum(gc.square(x @ W)) * 0.5
+    f = gc.function([x], loss, updates=[(W, W - 0.1 * gc.grad(loss, W))], backend="c")
+    labels = [k.label for k in f._program.schedule.kernels]
+    assert "matmul[matmul, multiply, subtract]" in labels
+    assert W in f._program.plan.in_place.values()
+    xv = rng.normal(size=(4, 5)).astype("float32")
+    f(xv)
+    np.testing.assert_allclose(W.get_value(), W0 - 0.1 * xv.T @ (xv @ W0), rtol=1e-5, atol=1e-6)

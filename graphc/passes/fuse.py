@@ -270,6 +270,7 @@ def _make_kernels(groups, group_of, users, views, graph) -> list[Kernel]:
 
     _fold_matmul_transposes(kernels, group_of, users, views)
     _fold_bias_epilogues(kernels, group_of, users, by_gid)
+    _fold_accumulate_epilogues(kernels, group_of, users)
     return [k for k in kernels.values() if k.nodes]
 
 
@@ -357,6 +358,63 @@ def _fold_bias_epilogues(kernels, group_of, users, by_gid):
         k.outputs = [add.outputs[0]]
         k.inputs = k.inputs + [bias]
         k.info["bias"] = bias
+
+
+def _fold_accumulate_epilogues(kernels, group_of, users):
+    """W - c * (a @ b) and W + c * (a @ b) (an SGD-style update of a weight by a gradient
+    product) -> one gemm with C = W, alpha = -c or c and beta = 1: no gradient buffer and no
+    separate pass over W."""
+    for k in kernels.values():
+        if k.kind != "matmul" or k.info.get("bias") is not None or k.outputs[0].ndim != 2 or k.info.get("acc"):
+            continue
+        mm = k.outputs[0]
+        us = users.get(id(mm), [])
+        if len(us) != 1 or us[0] == "out":
+            continue
+        scale, node = 1.0, us[0]
+        if isinstance(node.op, Elemwise) and node.op.scalar == "multiply":
+            c = node.inputs[0] if node.inputs[1] is mm else node.inputs[1]
+            value = _scalar_constant(c)
+            nus = users.get(id(node.outputs[0]), [])
+            if value is None or len(nus) != 1 or nus[0] == "out" or node.outputs[0].type != mm.type:
+                continue
+            scale, scaled, node = value, node, nus[0]
+        else:
+            scaled = None
+        if not (isinstance(node.op, Elemwise) and node.op.scalar in ("add", "subtract")):
+            continue
+        term = scaled.outputs[0] if scaled is not None else mm
+        w = node.inputs[0] if node.inputs[1] is term else node.inputs[1]
+        if w is term or w.type != mm.type or node.outputs[0].type != mm.type:
+            continue
+        if node.op.scalar == "subtract":
+            if node.inputs[1] is not term:
+                continue  # c*(a@b) - W is not an accumulation into W
+            scale = -scale
+        ek_id = by_gid_of(node, group_of)
+        ek = kernels.get(ek_id)
+        absorbed = [n for n in (scaled, node) if n is not None]
+        if ek is None or ek.kind != "elementwise" or any(n not in ek.nodes for n in absorbed):
+            continue
+        rest = [n for n in ek.nodes if n not in absorbed]
+        if any(v in (term, node.outputs[0]) for n in rest for v in n.inputs):
+            continue
+        ek.nodes = rest
+        _recompute_io(ek, users)
+        if not ek.nodes:
+            ek.outputs, ek.inputs = [], []
+        k.nodes.extend(absorbed)
+        k.outputs = [node.outputs[0]]
+        k.inputs = k.inputs + [w]
+        k.info.update(acc=w, alpha=scale)
+
+
+def _scalar_constant(v: Var) -> float | None:
+    from ..core import Constant
+
+    if isinstance(v, Constant) and v.ndim == 0 and v.dtype.startswith("float"):
+        return float(v.value)
+    return None
 
 
 def by_gid_of(node, group_of):

@@ -111,12 +111,16 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
     def reads_of(r_id):
         return [i for i, k in enumerate(kernels) for v in k.inputs if id(root(v)) == r_id]
 
-    # in-place elementwise outputs over inputs that die in the same kernel
+    # in-place elementwise outputs over inputs that die in the same kernel (not for update values:
+    # they should land in their shared variable's storage instead)
+    update_values = {id(v) for v in outputs[n_outputs:]}
     for i, k in enumerate(kernels):
         if k.kind != "elementwise" or not reuse:
             continue
         taken = set()
         for o in k.outputs:
+            if id(o) in update_values:
+                continue
             for u in k.inputs:
                 ru = root(u)
                 if isinstance(ru, (Placeholder, SharedVar, Constant)) or id(ru) in taken:
@@ -201,6 +205,8 @@ def _iteration_shape(k: Kernel):
 
 
 def _reads_elementwise_same_shape(k: Kernel, target: SharedVar, plan: MemoryPlan) -> bool:
+    if k.kind == "matmul" and k.info.get("acc") is target:
+        return True  # the gemm reads C = target and writes it back (beta = 1): safe in place
     if k.kind != "elementwise" or _iteration_shape(k) != target.shape:
         return False
     return all(v.shape == target.shape for v in k.inputs if plan.root(v) is target)

@@ -39,13 +39,21 @@ def matmul(em, name: str, k) -> str:
     A, Bp, C = em.ptr(a), em.ptr(b), em.ptr(out, const=False)
     lines = [f"  const int64_t n = {n}, m = {m}, kk = {kk};", f"  {ct} *restrict c = {C};"]
     beta = "0"
+    alpha = 1.0
+    acc = info.get("acc")
+    if acc is not None:
+        # C starts as the accumulated tensor (unless C already is its storage: in-place update)
+        alpha = info["alpha"]
+        if em.slot(acc) != em.slot(out):
+            lines.append(f"  memcpy(c, {em.ptr(acc)}, sizeof({ct})*n*m);")
+        beta = "1"
     if bias is not None:
         bp = em.ptr(bias)
         if bias.ndim == 0:
             lines.append(f"  for (int64_t i = 0; i < n*m; i++) c[i] = {bp}[0];")
         else:
-            lines.append(f"""  #pragma omp parallel for if(n*m > GC_PAR_MIN) schedule(static)
-  for (int64_t i = 0; i < n; i++) {{ for (int64_t j = 0; j < m; j++) c[i*m + j] = {bp}[j]; }}""")
+            # one thread: waking OpenMP workers right before OpenBLAS starts its own costs more
+            lines.append(f"""  for (int64_t i = 0; i < n; i++) {{ for (int64_t j = 0; j < m; j++) c[i*m + j] = {bp}[j]; }}""")
         beta = "1"
     batch = mm.shape[:-2]
     if batch:
@@ -62,7 +70,7 @@ def matmul(em, name: str, k) -> str:
         lines.insert(0, f"  const {ct} *A0 = {A}; const {ct} *B0 = {Bp};")
     else:
         a_expr, b_expr, c_expr = A, Bp, "c"
-    call = _gemm(dtype, ta, tb, a_expr, b_expr, c_expr, lda, ldb, beta)
+    call = _gemm(dtype, ta, tb, a_expr, b_expr, c_expr, lda, ldb, beta, alpha)
     lines.append(("    " if batch else "  ") + call)
     if batch:
         lines.append("  }")
@@ -85,12 +93,12 @@ def _batch_strides(em, v: Var, mm: Var) -> list[str]:
     return out
 
 
-def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta) -> str:
+def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha=1.0) -> str:
     tA = "GC_TRANS" if ta else "GC_NO_TRANS"
     tB = "GC_TRANS" if tb else "GC_NO_TRANS"
     if dtype in ("float32", "float64"):
         fn = "scipy_cblas_sgemm" if dtype == "float32" else "scipy_cblas_dgemm"
-        one = _lit(dtype, 1)
+        one = _lit(dtype, alpha)
         bt = _lit(dtype, float(beta))
         return (f"if (n > 0 && m > 0) {{ if (kk > 0) {fn}(GC_ROW_MAJOR, {tA}, {tB}, (int)n, (int)m, (int)kk, {one}, "
                 f"{A}, (int)({lda}), {Bm}, (int)({ldb}), {bt}, {C}, (int)m); "
@@ -98,8 +106,8 @@ def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta) -> str:
     ia = f"({A})[i*({lda}) + p]" if not ta else f"({A})[p*({lda}) + i]"
     ib = f"({Bm})[p*({ldb}) + j]" if not tb else f"({Bm})[j*({ldb}) + p]"
     return (f"for (int64_t i = 0; i < n; i++) for (int64_t j = 0; j < m; j++) {{ "
-            f"{C_TYPES[dtype]} s = {beta} ? ({C})[i*m + j] : 0; for (int64_t p = 0; p < kk; p++) s += {ia} * {ib}; "
-            f"({C})[i*m + j] = s; }}")
+            f"{C_TYPES[dtype]} s = 0; for (int64_t p = 0; p < kk; p++) s += {ia} * {ib}; "
+            f"({C})[i*m + j] = ({beta} ? ({C})[i*m + j] : 0) + ({C_TYPES[dtype]})({alpha!r}) * s; }}")
 
 
 # -- single-node op kernels --------------------------------------------------------------------
