@@ -53,7 +53,8 @@ def matmul(em, name: str, k) -> str:
             lines.append(f"  for (int64_t i = 0; i < n*m; i++) c[i] = {bp}[0];")
         else:
             # one thread: waking OpenMP workers right before OpenBLAS starts its own costs more
-            lines.append(f"  for (int64_t i = 0; i < n; i++)\n    for (int64_t j = 0; j < m; j++) c[i*m + j] = {bp}[j];")
+            lines.append("  for (int64_t i = 0; i < n; i++)")
+            lines.append(f"    for (int64_t j = 0; j < m; j++) c[i*m + j] = {bp}[j];")
         beta = "1"
     batch = mm.shape[:-2]
     if batch:
