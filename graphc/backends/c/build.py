@@ -89,10 +89,10 @@ def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = ())
     Raises CompileError when gcc fails (message with the compiler's first error lines and the path
     of the saved source), and PermissionError when the cache directory is unsafe to load from.
 
-    >>> b = build_library("int add(int a, int b) { return a + b; }",
-    ...                   "int add(int a, int b);")  # doctest: +SKIP
-    >>> b.lib.add(2, 3)  # doctest: +SKIP
-    5
+    Example (not run as a doctest, which must not write to your cache)::
+
+        b = build_library("int add(int a, int b) { return a + b; }", "int add(int a, int b);")
+        b.lib.add(2, 3)  # 5
     """
     extra_cflags = tuple(extra_cflags)
     key = cache_key(source, extra_cflags)
