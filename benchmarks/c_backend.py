@@ -1,10 +1,13 @@
-"""Benchmarks of the C backend against NumPy (and PyTorch when installed), in one process.
+"""Benchmarks of the C backend against NumPy (and PyTorch when installed).
 
-    .venv/bin/python benchmarks/c_backend.py [--quick] [--threads N]
+    .venv/bin/python benchmarks/c_backend.py [--quick] [--json PATH]
 
-Every figure is a ratio of medians taken in this process (warm-up first; inputs rotated among
-several arrays so that a cache-resident input does not flatter a result). Each graphc result is
-checked against its NumPy twin before it is timed.
+graphc and NumPy are timed in this process, in alternating blocks (warm-up first; inputs rotated
+among several arrays so that a cache-resident input does not flatter a result), and each graphc
+result is checked against its NumPy twin before it is timed. PyTorch is timed the same way in a
+child process started right after: in one process its OpenMP pool, OpenBLAS's pool and NumPy's
+pool spin against each other on a 2-core machine (graphc's MLP step measured 48 ms instead of
+3 ms beside an idle-spinning PyTorch), which measures the contention, not the frameworks.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ def timeit(fn, args_list, repeat=15, warmup=3) -> float:
     return statistics.median(times)
 
 
-def timeit_interleaved(fns, args_lists, repeat=15, warmup=3, block=5) -> list[float]:
+def timeit_interleaved(fns, args_lists, repeat=15, warmup=3, block=10, settle=0.1) -> list[float]:
     """Median seconds of each function, measured in alternating blocks (a x5, b x5, a x5, ...)
-    so that a drift in machine load affects every contender alike. Each block starts with an
-    untimed run: BLAS thread pools (NumPy's and graphc's are separate) spin for a while after
-    use, and the first run after a switch would pay for the other contender's pool."""
+    so that a drift in machine load affects every contender alike. Before each block the process
+    sleeps `settle` seconds and makes one untimed run: the BLAS thread pools (NumPy's, graphc's
+    and PyTorch's are separate) keep spinning for a while after use, and a contender timed right
+    after another would otherwise pay for the other's pool (measured: NumPy's MLP step 3.3 ms
+    alone, 3.9-7 ms right after graphc's)."""
     for i in range(warmup):
         for fn, args in zip(fns, args_lists):
             fn(*args[i % len(args)])
@@ -49,7 +54,9 @@ def timeit_interleaved(fns, args_lists, repeat=15, warmup=3, block=5) -> list[fl
     done = 0
     while done < repeat:
         for j, (fn, args) in enumerate(zip(fns, args_lists)):
+            time.sleep(settle)
             fn(*args[0])
+            fn(*args[1 % len(args)])
             for i in range(done, min(done + block, repeat)):
                 a = args[i % len(args)]
                 t0 = time.perf_counter()
@@ -212,25 +219,39 @@ def bench_mlp(batch, repeat, sizes=(784, 512, 512, 10), lr=0.01):
         check(float(f(xb, tb)), ref.step(xb, tb), rtol=1e-3, what="MLP step loss")
     for p, w in zip(params, ref.ws + ref.bs):
         check(p.get_value(), w, rtol=1e-3, atol=1e-5, what="MLP step weights")
-    fns, argl = [f, ref.step], [data, data]
-    tm = torch_mlp(list(sizes), lr)
-    if tm is not None:
-        step, torch = tm
-        tdata = [(torch.tensor(x), torch.tensor(t.astype("int64"))) for x, t in data]
-        fns.append(step)
-        argl.append(tdata)
-    times = timeit_interleaved(fns, argl, repeat)
-    tg, tn = times[:2]
+    tg, tn = timeit_interleaved([f, ref.step], [data, data], repeat)
     out = {"workload": f"MLP SGD step {'-'.join(map(str, sizes))}, batch {batch}", "graphc_s": tg, "numpy_s": tn,
            "speedup_vs_numpy": tn / tg, "graphc_compile_s": compile_s}
     flops = 3 * 2 * batch * sum(i * o for i, o in zip(sizes, sizes[1:]))
     out["graphc_GFLOPs"] = flops / tg / 1e9
-    if tm is not None:
-        tt = times[2]
+    tt = torch_step_seconds_in_child(batch, repeat, sizes, lr)
+    if tt is not None:
         out["torch_s"] = tt
         out["speedup_vs_torch"] = tt / tg
         out["torch_vs_numpy"] = tn / tt
     return out
+
+
+def torch_step_seconds(batch, repeat, sizes, lr):
+    """Median seconds of PyTorch's eager SGD step (same data recipe and method), or None."""
+    tm = torch_mlp(list(sizes), lr)
+    if tm is None:
+        return None
+    step, torch = tm
+    rng = np.random.default_rng(4)
+    data = [(torch.tensor(rng.standard_normal((batch, sizes[0])).astype("float32")),
+             torch.tensor(rng.integers(0, sizes[-1], batch).astype("int64"))) for _ in range(4)]
+    return timeit_interleaved([step], [data], repeat)[0]
+
+
+def torch_step_seconds_in_child(batch, repeat, sizes, lr):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import sys, json; sys.path.insert(0, {root!r}); from benchmarks.c_backend import torch_step_seconds; "
+            f"print(json.dumps(torch_step_seconds({batch}, {repeat}, {tuple(sizes)!r}, {lr})))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 COMPILE_CHILD = """
