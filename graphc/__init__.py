@@ -10,7 +10,7 @@
 9.0
 """
 
-from . import ops, passes
+from . import data, nn, ops, optim, passes, train
 from .autodiff import grad
 from .core import CompileError, DTypeError, GradError, Graph, ShapeError, Var, constant
 from .ops import (
@@ -78,7 +78,8 @@ __all__ = [
     "broadcast_to", "cast", "clip", "concatenate", "constant", "cos", "divide", "elu", "equal", "exp",
     "expand_dims", "expm1", "function", "grad", "greater", "greater_equal", "leaky_relu", "less", "less_equal",
     "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
-    "multiply", "negative", "not_equal", "one_hot", "ops", "passes", "placeholder", "power", "random", "relu",
+    "multiply", "negative", "not_equal", "one_hot", "ops", "passes", "data", "nn", "optim", "train", "placeholder",
+    "power", "random", "relu",
     "reshape", "shared", "sigmoid", "sign", "sin", "softmax", "softmax_cross_entropy", "softplus", "sqrt",
     "square", "squeeze", "stack", "stop_gradient", "subtract", "sum", "take", "tanh", "transpose", "where",
 ]

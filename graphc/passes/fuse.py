@@ -374,11 +374,14 @@ def _fold_accumulate_epilogues(kernels, group_of, users):
         scale, node = 1.0, us[0]
         if isinstance(node.op, Elemwise) and node.op.scalar == "multiply":
             c = node.inputs[0] if node.inputs[1] is mm else node.inputs[1]
-            value = _scalar_constant(c)
             nus = users.get(id(node.outputs[0]), [])
-            if value is None or len(nus) != 1 or nus[0] == "out" or node.outputs[0].type != mm.type:
+            if c.ndim != 0 or c.dtype != mm.dtype or len(nus) != 1 or nus[0] == "out" \
+                    or node.outputs[0].type != mm.type:
                 continue
-            scale, scaled, node = value, node, nus[0]
+            # a constant scale is a literal; any other scalar (a shared learning rate) is read
+            # at call time
+            value = _scalar_constant(c)
+            scale, scaled, node = (value if value is not None else c), node, nus[0]
         else:
             scaled = None
         if not (isinstance(node.op, Elemwise) and node.op.scalar in ("add", "subtract")):
@@ -387,10 +390,11 @@ def _fold_accumulate_epilogues(kernels, group_of, users):
         w = node.inputs[0] if node.inputs[1] is term else node.inputs[1]
         if w is term or w.type != mm.type or node.outputs[0].type != mm.type:
             continue
+        negate = False
         if node.op.scalar == "subtract":
             if node.inputs[1] is not term:
                 continue  # c*(a@b) - W is not an accumulation into W
-            scale = -scale
+            negate = True
         ek_id = by_gid_of(node, group_of)
         ek = kernels.get(ek_id)
         absorbed = [n for n in (scaled, node) if n is not None]
@@ -405,8 +409,8 @@ def _fold_accumulate_epilogues(kernels, group_of, users):
             ek.outputs, ek.inputs = [], []
         k.nodes.extend(absorbed)
         k.outputs = [node.outputs[0]]
-        k.inputs = k.inputs + [w]
-        k.info.update(acc=w, alpha=scale)
+        k.inputs = k.inputs + [w] + ([scale] if isinstance(scale, Var) else [])
+        k.info.update(acc=w, alpha=scale, negate=negate)
 
 
 def _scalar_constant(v: Var) -> float | None:

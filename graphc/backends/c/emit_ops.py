@@ -39,11 +39,13 @@ def matmul(em, name: str, k) -> str:
     A, Bp, C = em.ptr(a), em.ptr(b), em.ptr(out, const=False)
     lines = [f"  const int64_t n = {n}, m = {m}, kk = {kk};", f"  {ct} *restrict c = {C};"]
     beta = "0"
-    alpha = 1.0
+    alpha = _lit(dtype, 1.0)
     acc = info.get("acc")
     if acc is not None:
         # C starts as the accumulated tensor (unless C already is its storage: in-place update)
-        alpha = info["alpha"]
+        a = info["alpha"]
+        a = f"{em.ptr(a)}[0]" if isinstance(a, Var) else _lit(dtype, a)
+        alpha = f"(-({a}))" if info.get("negate") else a
         if em.slot(acc) != em.slot(out):
             lines.append(f"  memcpy(c, {em.ptr(acc)}, sizeof({ct})*n*m);")
         beta = "1"
@@ -94,12 +96,12 @@ def _batch_strides(em, v: Var, mm: Var) -> list[str]:
     return out
 
 
-def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha=1.0) -> str:
+def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha: str = "1") -> str:
     tA = "GC_TRANS" if ta else "GC_NO_TRANS"
     tB = "GC_TRANS" if tb else "GC_NO_TRANS"
     if dtype in ("float32", "float64"):
         fn = "scipy_cblas_sgemm" if dtype == "float32" else "scipy_cblas_dgemm"
-        one = _lit(dtype, alpha)
+        one = alpha
         bt = _lit(dtype, float(beta))
         return (f"if (n > 0 && m > 0) {{ if (kk > 0) {fn}(GC_ROW_MAJOR, {tA}, {tB}, (int)n, (int)m, (int)kk, {one}, "
                 f"{A}, (int)({lda}), {Bm}, (int)({ldb}), {bt}, {C}, (int)m); "
@@ -108,7 +110,7 @@ def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha=1.0) -> str:
     ib = f"({Bm})[p*({ldb}) + j]" if not tb else f"({Bm})[j*({ldb}) + p]"
     return (f"for (int64_t i = 0; i < n; i++) for (int64_t j = 0; j < m; j++) {{ "
             f"{C_TYPES[dtype]} s = 0; for (int64_t p = 0; p < kk; p++) s += {ia} * {ib}; "
-            f"({C})[i*m + j] = ({beta} ? ({C})[i*m + j] : 0) + ({C_TYPES[dtype]})({alpha!r}) * s; }}")
+            f"({C})[i*m + j] = ({beta} ? ({C})[i*m + j] : 0) + ({C_TYPES[dtype]})({alpha}) * s; }}")
 
 
 # -- single-node op kernels --------------------------------------------------------------------

@@ -1,0 +1,24 @@
+"""Layers (Keras names), losses, initializers and regularizers, all built on graphc's graph.
+
+>>> import graphc as gc
+>>> model = gc.nn.Sequential([gc.nn.Dense(256, activation="relu"), gc.nn.Dense(10)], input_shape=(784,))
+>>> model.count_params()
+203530
+"""
+
+from . import init, losses, regularizers
+from .layers import (
+    Activation,
+    BatchNormalization,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    Input,
+    Layer,
+    Sequential,
+    get_activation,
+)
+
+__all__ = ["Activation", "BatchNormalization", "Dense", "Dropout", "Embedding", "Flatten", "Input", "Layer",
+           "Sequential", "get_activation", "init", "losses", "regularizers"]

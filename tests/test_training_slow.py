@@ -1,0 +1,36 @@
+"""Long training runs (make test-slow): accuracy targets from the issues, on real datasets."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import graphc as gc
+from graphc.nn import Dense, Sequential
+
+pytestmark = pytest.mark.slow
+
+
+def test_mlp_reaches_97_percent_on_digits():
+    ds = gc.data.load_digits()
+    model = Sequential([Dense(128, activation="relu", seed=1), Dense(10, seed=2)], input_shape=(64,))
+    hist = gc.train.fit(model, ds.x_train, ds.y_train, optimizer=gc.optim.Adam(1e-3), epochs=60, batch_size=32,
+                        backend="c", verbose=False)
+    acc = hist.trainer.evaluate(ds.x_test, ds.y_test)["accuracy"]
+    print(f"digits test accuracy {acc:.4f}")
+    assert acc >= 0.97
+
+
+def test_mlp_reaches_91_percent_on_mnist5k_faster_than_the_pytorch_twin():
+    """784-256-10, Adam, 20 epochs, trained on 4000 and tested on 1000. The PyTorch twin in the
+    issue reached 91.9% in 1.5 s on this machine."""
+    ds = gc.data.load_mnist5k()
+    model = Sequential([Dense(256, activation="relu", seed=1), Dense(10, seed=2)], input_shape=(784,))
+    t0 = time.perf_counter()
+    hist = gc.train.fit(model, ds.x_train, ds.y_train, optimizer=gc.optim.Adam(1e-3), epochs=20, batch_size=64,
+                        backend="c", verbose=False)
+    seconds = time.perf_counter() - t0  # compile (cached after the first run) + 20 epochs
+    acc = hist.trainer.evaluate(ds.x_test, ds.y_test)["accuracy"]
+    print(f"MNIST-5k test accuracy {acc:.4f} in {seconds:.2f} s (epochs {sum(hist['epoch_time']):.2f} s)")
+    assert acc >= 0.91
