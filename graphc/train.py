@@ -201,7 +201,8 @@ def load_checkpoint(path: str, variables: Sequence[SharedVar], strict: bool = Tr
     for v in variables:
         if v.name in stored:
             if stored[v.name].shape != v.shape:
-                raise ValueError(f"load_checkpoint: {v.name} has shape {v.shape}, the checkpoint {stored[v.name].shape}")
+                raise ValueError(f"load_checkpoint: {v.name} has shape {v.shape}, "
+                                 f"the checkpoint {stored[v.name].shape}")
     for v in variables:
         if v.name in stored:
             v.set_value(stored[v.name])

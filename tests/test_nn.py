@@ -11,7 +11,6 @@ import graphc as gc
 from graphc import optim, train
 from graphc.nn import BatchNormalization, Dense, Dropout, Embedding, Flatten, Input, Sequential
 
-
 # -- layers ------------------------------------------------------------------------------------
 
 
