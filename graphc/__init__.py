@@ -16,10 +16,14 @@ from .core import CompileError, DTypeError, GradError, Graph, ShapeError, Var, c
 from .ops import (
     abs,
     argmax,
+    avg_pool2d,
     broadcast_to,
     cast,
     clip,
     concatenate,
+    conv1d,
+    conv2d,
+    conv_transpose2d,
     cos,
     divide,
     elu,
@@ -27,6 +31,7 @@ from .ops import (
     exp,
     expand_dims,
     expm1,
+    global_avg_pool2d,
     greater,
     greater_equal,
     leaky_relu,
@@ -38,6 +43,8 @@ from .ops import (
     logsumexp,
     matmul,
     max,
+    max_pool1d,
+    max_pool2d,
     maximum,
     mean,
     min,
@@ -66,6 +73,7 @@ from .ops import (
     take,
     tanh,
     transpose,
+    upsample2d,
     where,
 )
 from .ops import add as add
@@ -82,4 +90,6 @@ __all__ = [
     "power", "random", "relu",
     "reshape", "shared", "sigmoid", "sign", "sin", "softmax", "softmax_cross_entropy", "softplus", "sqrt",
     "square", "squeeze", "stack", "stop_gradient", "subtract", "sum", "take", "tanh", "transpose", "where",
+    "avg_pool2d", "conv1d", "conv2d", "conv_transpose2d", "global_avg_pool2d", "max_pool1d", "max_pool2d",
+    "upsample2d",
 ]

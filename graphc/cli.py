@@ -52,6 +52,12 @@ def _cmd_cache_clear(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import main
+
+    return main(args, args.argv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="graphc", description="graphc: a deep-learning compiler.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -73,12 +79,20 @@ def build_parser() -> argparse.ArgumentParser:
     q = cache_sub.add_parser("clear", help="remove every cache entry",
                              description="Remove every compiled library from the cache (they are rebuilt on demand).")
     q.set_defaults(fn=_cmd_cache_clear)
+    p = sub.add_parser("bench", help="benchmark graphc against NumPy, PyTorch and JAX",
+                       description="Time graphc's workloads beside NumPy, PyTorch and JAX twins (each checked "
+                                   "against NumPy first), against the machine's measured memory and gemm ceilings.")
+    from .bench import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(fn=_cmd_bench)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not hasattr(args, "fn"):
         parser.print_help()
         return 2

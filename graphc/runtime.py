@@ -69,7 +69,8 @@ class Function:
     """
 
     def __init__(self, inputs: Sequence[Var], outputs, updates=None, backend: str | None = None,
-                 exclude_passes: Sequence[str] = (), allow_input_downcast: bool = False, debug: bool = False):
+                 exclude_passes: Sequence[str] = (), allow_input_downcast: bool = False, debug: bool = False,
+                 to_host: bool = False):
         self.inputs = _check_inputs(inputs)
         self._single = isinstance(outputs, Var)
         outs = [outputs] if self._single else list(outputs) if isinstance(outputs, (list, tuple)) else None
@@ -89,7 +90,7 @@ class Function:
         exprs = outs + [e for _, e in self.updates]
         _check_missing_inputs(self.inputs, exprs)
         self.graph = optimize(Graph(self.inputs, exprs), exclude=exclude_passes)
-        self._program = compile_graph(backend, self.graph, len(outs), targets, debug=debug)
+        self._program = compile_graph(backend, self.graph, len(outs), targets, debug=debug, to_host=to_host)
         if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
             print(f"[graphc] optimised graph ({backend}):\n{self.graph}", file=sys.stderr)
             if self.source:
@@ -129,7 +130,8 @@ class Function:
         if missing:
             raise TypeError(f"function takes {len(self.inputs)} argument(s) ({', '.join(names)}); "
                             f"missing {', '.join(missing)}")
-        return [_convert_arg(p, v, self.allow_input_downcast) for p, v in zip(self.inputs, values)]
+        convert = getattr(self._program, "convert_arg", _convert_arg)  # the cuda backend also takes CuPy arrays
+        return [convert(p, v, self.allow_input_downcast) for p, v in zip(self.inputs, values)]
 
 
 def function(inputs: Sequence[Var], outputs, updates=None, backend: str | None = None, **options) -> Function:
@@ -139,8 +141,9 @@ def function(inputs: Sequence[Var], outputs, updates=None, backend: str | None =
     each call from the values before it. `backend` is "c" (the default; ``$GRAPHC_BACKEND``
     changes it), "ref" (NumPy, the oracle) or "cuda". Options: ``exclude_passes=("fold", ...)``,
     ``allow_input_downcast=True`` (accept float64 arrays for float32 inputs, etc.),
-    ``debug=True`` (C: run the reference backend beside it on every call and raise on the first
-    kernel whose output differs).
+    ``debug=True`` (C, CUDA: run the reference backend beside it on every call and raise on the
+    first kernel whose output differs), ``to_host=True`` (CUDA: return NumPy arrays; by default
+    a CUDA function returns CuPy arrays and accepts NumPy or CuPy arguments).
 
     >>> import graphc as gc
     >>> x = gc.placeholder("x", (None, 2))

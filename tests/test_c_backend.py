@@ -259,3 +259,19 @@ def test_sgd_update_is_folded_into_the_gemm_and_done_in_place():
     xv = rng.normal(size=(4, 5)).astype("float32")
     f(xv)
     np.testing.assert_allclose(W.get_value(), W0 - 0.1 * xv.T @ (xv @ W0), rtol=1e-5, atol=1e-6)
+
+
+def test_a_view_of_a_fused_value_is_read_after_it_is_written():
+    """Regression: a node reading a view (reshape_like) of a value of its own fused group was
+    fused into that group, loaded the view before the group wrote it, and two outputs shared a
+    buffer (found by the CUDA emulator; C gave the same wrong numbers)."""
+    from graphc.ops import ReshapeLike
+
+    x = gc.placeholder("x0", (1, None, None), "float64")
+    e = gc.exp(gc.tanh(x) * 3.0)
+    outs = [ReshapeLike()(e, e), gc.cast(gc.cast(e, "float32"), "float64")]
+    grads = gc.grad(gc.sum(outs[0] * 1.5), [x])
+    xv = np.random.default_rng(0).normal(size=(1, 4, 4))
+    for got, want in zip(gc.function([x], outs + grads, backend="c")(xv),
+                         gc.function([x], outs + grads, backend="ref")(xv)):
+        np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)

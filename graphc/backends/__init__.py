@@ -21,9 +21,9 @@ class Program(Protocol):
 
 
 def compile_graph(backend: str, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar],
-                  debug: bool = False) -> Program:
+                  debug: bool = False, to_host: bool = False) -> Program:
     """Build `graph` with the named backend. The last ``len(update_targets)`` graph outputs are
-    the new values of `update_targets`."""
+    the new values of `update_targets`. `to_host` (cuda only) returns NumPy arrays instead of CuPy."""
     if backend == "ref":
         from .ref import RefProgram
 
@@ -33,6 +33,7 @@ def compile_graph(backend: str, graph: Graph, n_outputs: int, update_targets: Se
 
         return CProgram(graph, n_outputs, update_targets, debug=debug)
     if backend == "cuda":
-        raise NotImplementedError("backend 'cuda' is not available yet in this version of graphc; "
-                                  "use backend='c' or 'ref'")
+        from .cuda.program import CudaProgram
+
+        return CudaProgram(graph, n_outputs, update_targets, debug=debug, to_host=to_host)
     raise ValueError(f"unknown backend {backend!r}; choose 'ref', 'c' or 'cuda'")

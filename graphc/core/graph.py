@@ -119,12 +119,15 @@ class Constant(Var):
 class SharedVar(Var):
     """State that persists across calls (weights, optimizer slots, RNG counters)."""
 
-    __slots__ = ("_storage",)
+    __slots__ = ("_storage", "_mirror")
     _ids = itertools.count()
 
     def __init__(self, value: np.ndarray, name: str | None = None):
         super().__init__(TensorType(value.dtype.name, value.shape), name=name or f"shared{next(self._ids)}")
         self._storage = np.array(value, copy=True, order="C")
+        #: a device copy kept by the CUDA backend, or None: ``pull(host)`` refreshes the host array
+        #: when the device copy is newer, ``host_changed()`` marks the device copy stale
+        self._mirror = None
 
     def get_value(self) -> np.ndarray:
         """Return a copy of the current value.
@@ -133,6 +136,8 @@ class SharedVar(Var):
         >>> gc.shared(np.ones(2, "float32")).get_value()
         array([1., 1.], dtype=float32)
         """
+        if self._mirror is not None:
+            self._mirror.pull(self._storage)
         return self._storage.copy()
 
     def set_value(self, value) -> None:
@@ -150,10 +155,15 @@ class SharedVar(Var):
                                      f"fit in {self.dtype}")
             arr = arr.astype(self.dtype)
         self._storage[...] = arr
+        if self._mirror is not None:
+            self._mirror.host_changed()
 
     @property
     def storage(self) -> np.ndarray:
         """The live array (no copy). Backends read and update it in place."""
+        if self._mirror is not None:  # the caller may read it (refresh it) and write it (upload again)
+            self._mirror.pull(self._storage)
+            self._mirror.host_changed()
         return self._storage
 
 

@@ -7,6 +7,19 @@
 """
 
 from . import init, losses, regularizers
+from .conv import (
+    AveragePooling2D,
+    AvgPool2D,
+    Conv1D,
+    Conv2D,
+    Conv2DTranspose,
+    GlobalAveragePooling2D,
+    MaxPool1D,
+    MaxPool2D,
+    MaxPooling1D,
+    MaxPooling2D,
+    UpSampling2D,
+)
 from .layers import (
     Activation,
     BatchNormalization,
@@ -21,4 +34,6 @@ from .layers import (
 )
 
 __all__ = ["Activation", "BatchNormalization", "Dense", "Dropout", "Embedding", "Flatten", "Input", "Layer",
-           "Sequential", "get_activation", "init", "losses", "regularizers"]
+           "Sequential", "get_activation", "init", "losses", "regularizers",
+           "AveragePooling2D", "AvgPool2D", "Conv1D", "Conv2D", "Conv2DTranspose", "GlobalAveragePooling2D",
+           "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "UpSampling2D"]

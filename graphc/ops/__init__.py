@@ -2,6 +2,26 @@
 and registers a test recipe for each public function in `registry.REGISTRY`."""
 
 from . import random
+from .conv import (
+    AvgPool2D,
+    AvgPool2DGrad,
+    Conv2D,
+    Conv2DGradInput,
+    Conv2DGradWeight,
+    MaxPool2D,
+    MaxPool2DGather,
+    MaxPool2DGrad,
+    Upsample2D,
+    avg_pool2d,
+    conv1d,
+    conv2d,
+    conv_transpose2d,
+    global_avg_pool2d,
+    max_pool1d,
+    max_pool2d,
+    max_pool2d_with_argmax,
+    upsample2d,
+)
 from .elementwise import (
     Cast,
     Elemwise,

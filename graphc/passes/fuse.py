@@ -167,6 +167,8 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
             memo: dict = {}
             cands = []
             for v in ins:
+                if id(v) in views:  # a view is read from memory: its source must be written first
+                    continue
                 g = producer_group(v)
                 if g is not None and g.kind == "elementwise" and g.shape == shape and g not in cands:
                     cands.append(g)
@@ -177,7 +179,8 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
             for g in cands:
                 trial = chosen + [g]
                 ids = {c.gid for c in trial}
-                outside = set().union(*(var_deps(u, memo) for u in ins if producer_group(u) not in trial))
+                outside = set().union(*(var_deps(u, memo) for u in ins
+                                        if id(u) in views or producer_group(u) not in trial))
                 inner = set().union(*(group_deps(c.gid, memo) for c in trial))
                 if not (ids & outside) and not (ids & inner):
                     chosen = trial
@@ -195,7 +198,7 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
             group = new_group("single", None, node)
         group_of[id(node)] = group
         for u in ins:
-            if producer_group(u) is not group:
+            if id(u) in views or producer_group(u) is not group:
                 ext_inputs[group.gid].append(u)
     for node in nodes:  # point nodes of merged groups at the surviving group
         if id(node) in group_of:

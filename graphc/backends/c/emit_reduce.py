@@ -130,6 +130,19 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
       }}
     }}
   }}""")
+    elif flags[-1] and kept:
+        # reduced, kept, ..., reduced (per-channel sums of NCHW tensors, such as a conv bias
+        # gradient): threads own values of the first kept axis, which moves outermost; the
+        # innermost reduced run accumulates in a local (vectorised), in memory order
+        first = kept[0]
+        red = _combine(kind, dtype, "acc", value)
+        simd = "omp simd reduction(+:acc)" if kind == "sum" else ""
+        lines.append(f"  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};")
+        code = f"{acc_t} acc = {ident};\n" + loop(n - 1, f"{stmts}\nacc = {red};", simd) + \
+            f"\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', 'acc')};"
+        for j in reversed([m for m in range(n - 1) if m != first]):
+            code = loop(j, code)
+        lines.append(loop(first, code, f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)"))
     else:
         lines.append(f"  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};")
         code = f"{stmts}\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', value)};"

@@ -1,0 +1,469 @@
+"""CUDA for matmul (cuBLAS steps) and the single-node op kernels (softmax, cross-entropy, take, ...).
+
+Each emitter mirrors its C counterpart in graphc/backends/c/emit_ops.py: the same sizes (through
+the same `D` parameters) and the same semantics (NaN handling, out-of-range labels select nothing,
+out-of-range take indices are refused). Loops become grid-stride loops; per-line reductions use
+`gc_group_reduce` from kernels/gc_cuda.cuh.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...core import Var
+from ..c.emit_ops import _batch_strides, _split3, _subtensor_mapping
+from ..cexpr import C_TYPES
+from .emit import BLOCK, WARPS, Gemm, IndexCheck, Memset, blocks_for, lanes, nbytes, numel, shape_of
+
+
+def _split3_fn(v: Var, axis: int):
+    """shapes -> (outer, n, inner) of v around `axis` (Python twin of `_split3`)."""
+
+    def fn(shapes):
+        s = shape_of(v, shapes)
+        return (int(np.prod(s[:axis], dtype=np.int64)), int(s[axis]), int(np.prod(s[axis + 1:], dtype=np.int64)))
+
+    return fn
+
+
+def _line_blocks(lines_fn, length_fn, strided_fn):
+    def blocks(shapes):
+        n_lines = lines_fn(shapes)
+        return -(-n_lines // (BLOCK // lanes(n_lines, length_fn(shapes), strided_fn(shapes))))
+
+    return blocks
+
+
+# -- matmul ------------------------------------------------------------------------------------
+
+
+def matmul(em, name: str, k, index: int) -> None:
+    """cuBLAS for float gemm (batch axes broadcast through strides); a generated kernel for
+    integer operands. A bias row fills C first and the gemm adds to it (beta = 1); an accumulated
+    tensor W is copied into C (unless C is W's storage: in place) and alpha is the scale."""
+    info = k.info
+    node = k.nodes[0]
+    out = k.outputs[0]
+    mm = node.outputs[0]
+    a, b, ta, tb, bias = info["a"], info["b"], info["trans_a"], info["trans_b"], info["bias"]
+    dtype = out.dtype
+    acc = info.get("acc")
+    beta, alpha, scalars = 0.0, 1.0, None
+    if acc is not None:
+        beta = 1.0
+        alpha = info["alpha"]
+        sign = -1.0 if info.get("negate") else 1.0
+        if isinstance(alpha, Var):
+            # a scale read at call time (a shared learning rate): the gemm reads alpha and beta
+            # from device memory, written by a one-thread kernel
+            scalars = em.scratch(f"{name}_scalars", dtype, 2)
+            em.begin()
+            lr = em.ptr(alpha)
+            dst = em.use(scalars, dtype, True)
+            body = (f"  if (blockIdx.x == 0 && threadIdx.x == 0) {{ {dst}[0] = ({C_TYPES[dtype]})({sign!r} * {lr}[0]); "
+                    f"{dst}[1] = ({C_TYPES[dtype]})1; }}\n")
+            em.finish(f"{name}_alpha", body, k.label + " (alpha)", lambda shapes: 1, index)
+        else:
+            alpha = sign * float(alpha)
+        if em.slot(acc) != em.slot(out):
+            from .emit import Copy
+
+            em.steps.append(Copy(em.slot(out), em.slot(acc), nbytes(out), index))
+    if bias is not None:
+        em.begin()
+        c = em.ptr(out, const=False)
+        bp = em.ptr(bias)
+        m = em.dim(mm, mm.ndim - 1)
+        src = f"{bp}[0]" if bias.ndim == 0 else f"{bp}[t % ({m})]"
+        body = f"  {em.grid_stride(em.size(out))} {c}[t] = {src};\n"
+        em.finish(f"{name}_bias", body, k.label + " (bias rows)", blocks_for(numel(out)), index)
+        beta = 1.0
+    if dtype in ("float32", "float64"):
+        em.steps.append(Gemm(em.slot(out), em.slot(a), em.slot(b), dtype, ta, tb, 1.0 if scalars else alpha, beta,
+                             _gemm_geometry(mm, a, b, ta), index, scalars))
+        return
+    _int_matmul(em, name, k, index, mm, a, b, ta, tb, out, alpha, beta, scalars)
+
+
+def _gemm_geometry(mm: Var, a: Var, b: Var, ta: bool):
+    nb = mm.ndim - 2
+
+    def strides(v: Var, vs: tuple) -> list[int]:
+        lead = nb - (v.ndim - 2)
+        mat = vs[-2] * vs[-1]
+        out = []
+        for ax in range(nb):
+            va = ax - lead
+            if va < 0 or v.shape[va] == 1:  # only a statically-1 axis broadcasts
+                out.append(0)
+            else:
+                out.append(int(np.prod(vs[va + 1:-2], dtype=np.int64)) * mat)
+        return out
+
+    def geometry(shapes):
+        ms, as_, bs = shape_of(mm, shapes), shape_of(a, shapes), shape_of(b, shapes)
+        n, m = ms[-2], ms[-1]
+        kk = as_[-2] if ta else as_[-1]
+        batch = ms[:-2]
+        sa, sb = strides(a, as_), strides(b, bs)
+        sc = [int(np.prod(batch[ax + 1:], dtype=np.int64)) * n * m for ax in range(nb)]
+        runs: list[tuple] = []  # inner to outer while building
+        for ax in reversed(range(nb)):
+            d = batch[ax]
+            if d == 1:
+                continue
+            if runs:
+                cnt, ra, rb, rc = runs[-1]
+                if sa[ax] == ra * cnt and sb[ax] == rb * cnt and sc[ax] == rc * cnt:
+                    runs[-1] = (cnt * d, ra, rb, rc)
+                    continue
+            runs.append((d, sa[ax], sb[ax], sc[ax]))
+        runs.reverse()
+        return n, m, kk, as_[-1], bs[-1], runs
+
+    return geometry
+
+
+def _int_matmul(em, name, k, index, mm, a, b, ta, tb, out, alpha, beta, scalars):
+    em.begin()
+    ct = C_TYPES[out.dtype]
+    alpha = f"{em.use(scalars, out.dtype, False)}[0]" if scalars is not None else repr(alpha)
+    A, B, C = em.ptr(a), em.ptr(b), em.ptr(out, const=False)
+    n, m = em.dim(mm, mm.ndim - 2), em.dim(mm, mm.ndim - 1)
+    kk = em.dim(a, a.ndim - 2) if ta else em.dim(a, a.ndim - 1)
+    lda, ldb = em.dim(a, a.ndim - 1), em.dim(b, b.ndim - 1)
+    nbatch = mm.ndim - 2
+    sa, sb = _batch_strides(em, a, mm), _batch_strides(em, b, mm)
+    lines = ["    const long long j = t % m, i = (t / m) % n; long long q = t / (n * m), oa = 0, ob = 0;"]
+    for ax in reversed(range(nbatch)):
+        lines.append(f"    {{ const long long d = {em.dim(mm, ax)}; const long long iq = q % d; q /= d; "
+                     f"oa += iq*({sa[ax]}); ob += iq*({sb[ax]}); }}")
+    ia = f"{A}[oa + i*({lda}) + p]" if not ta else f"{A}[oa + p*({lda}) + i]"
+    ib = f"{B}[ob + p*({ldb}) + j]" if not tb else f"{B}[ob + j*({ldb}) + p]"
+    lines.append(f"    {ct} s = 0; for (long long p = 0; p < kk; p++) s += {ia} * {ib};")
+    lines.append(f"    {C}[t] = ({'1' if beta else '0'} ? {C}[t] : ({ct})0) + ({ct})({alpha}) * s;")
+    body = (f"  const long long n = {n}, m = {m}, kk = {kk};\n  {em.grid_stride(em.size(out))} {{\n"
+            + "\n".join(lines) + "\n  }\n")
+    em.finish(f"{name}_int", body, k.label, blocks_for(numel(out)), index)
+
+
+# -- single-node op kernels --------------------------------------------------------------------
+
+
+def op_kernel(em, name: str, k, index: int) -> None:
+    node = k.nodes[0]
+    ops = _ops()
+    fn = ops.get(node.op.name) or ops.get(type(node.op).__name__)
+    if fn is None:
+        raise NotImplementedError(f"CUDA backend: no emitter for op {node.op.name}")
+    em.begin()
+    fn(em, name, node, index, k.label)
+
+
+def _dim(em, name, node, index, label):
+    x, out = node.inputs[0], node.outputs[0]
+    body = (f"  if (blockIdx.x == 0 && threadIdx.x == 0) "
+            f"{em.ptr(out, const=False)}[0] = (int64_t)({em.dim(x, node.op.axis)});\n")
+    em.finish(name, body, label, lambda shapes: 1, index)
+
+
+def _group_loop(lane_d: str, var: str, count: str) -> str:
+    """Groups of L lanes (L from D) each take one item of `count`; `var` is the group's first item
+    of a block-uniform grid-stride loop (every thread runs the same iterations: group reductions
+    synchronise the block)."""
+    return (f"  const int L = (int){lane_d};\n"
+            "  const int lane = threadIdx.x & (L - 1), grp = threadIdx.x / L, per = blockDim.x / L;\n"
+            f"  for (long long {var} = (long long)blockIdx.x * per; {var} < {count}; "
+            f"{var} += (long long)gridDim.x * per) {{\n")
+
+
+def _softmax_like(em, name, node, index, label, log: bool):
+    x, out = node.inputs[0], node.outputs[0]
+    ct = C_TYPES[x.dtype]
+    sfx = "f" if x.dtype == "float32" else ""
+    axis = node.op.axis
+    outer, n, inner = _split3(em, x, axis)
+    split = _split3_fn(x, axis)
+    def lines_fn(s):
+        return split(s)[0] * split(s)[2]
+
+    lane_d = em.param(("lanes", name), lambda s: lanes(lines_fn(s), split(s)[1], split(s)[2] > 1))
+    X, Y = em.ptr(x), em.ptr(out, const=False)
+    write = ("(v - mx) - lse" if log else f"gc_exp{sfx}(v - mx) * inv")
+    body = f"""  __shared__ {ct} shm_max[{WARPS}];
+  __shared__ {ct} shm_sum[{WARPS}];
+  const long long outer = {outer}, n = {n}, inner = {inner}, lines = outer * inner;
+{_group_loop(lane_d, "lb", "lines")}    const long long line = lb + grp;
+    const bool ok = line < lines;
+    const long long base = ok ? (line / inner) * n * inner + (line % inner) : 0;
+    {ct} mx = -INFINITY;
+    if (ok)
+      for (long long j = lane; j < n; j += L) {{ const {ct} v = {X}[base + j*inner]; mx = GcMax()(mx, v); }}
+    mx = gc_group_reduce(mx, L, GcMax(), shm_max);
+    if (!(mx - mx == 0)) mx = (mx != mx) ? mx : ({ct})0;  /* an infinite max must not make inf-inf */
+    {ct} s = 0;
+    if (ok) for (long long j = lane; j < n; j += L) s += gc_exp{sfx}({X}[base + j*inner] - mx);
+    s = gc_group_reduce(s, L, GcSum(), shm_sum);
+    const {ct} lse = gc_log{sfx}(s), inv = ({ct})1 / s;
+    (void)lse; (void)inv;
+    if (ok)
+      for (long long j = lane; j < n; j += L) {{ const {ct} v = {X}[base + j*inner]; {Y}[base + j*inner] = {write}; }}
+  }}
+"""
+    em.finish(name, body, label, _line_blocks(lines_fn, lambda s: split(s)[1], lambda s: split(s)[2] > 1), index)
+
+
+def _sce(em, name, node, index, label):
+    z, t = node.inputs
+    out = node.outputs[0]
+    ct = C_TYPES[z.dtype]
+    sfx = "f" if z.dtype == "float32" else ""
+    rows_fn, c_fn = numel(t), (lambda s: shape_of(z, s)[-1])
+    lane_d = em.param(("lanes", name), lambda s: lanes(rows_fn(s), c_fn(s)))
+    Z, T, Y = em.ptr(z), em.ptr(t), em.ptr(out, const=False)
+    body = f"""  __shared__ {ct} shm_max[{WARPS}];
+  __shared__ {ct} shm_sum[{WARPS}];
+  const long long rows = {em.size(t)}, C = {em.dim(z, z.ndim - 1)};
+{_group_loop(lane_d, "rb", "rows")}    const long long r = rb + grp;
+    const bool ok = r < rows;
+    const long long label = ok ? (long long){T}[r] : 0;
+    const bool valid = ok && label >= 0 && label < C;  /* like one_hot: an out-of-range label selects nothing */
+    const {ct} *zr = {Z} + (valid ? r * C : 0);
+    {ct} mx = -INFINITY;
+    if (valid) for (long long j = lane; j < C; j += L) {{ const {ct} v = zr[j]; mx = (v > mx || v != v) ? v : mx; }}
+    mx = gc_group_reduce(mx, L, GcMax(), shm_max);
+    if (!(mx - mx == 0)) mx = (mx != mx) ? mx : ({ct})0;
+    {ct} s = 0;
+    if (valid) for (long long j = lane; j < C; j += L) s += gc_exp{sfx}(zr[j] - mx);
+    s = gc_group_reduce(s, L, GcSum(), shm_sum);
+    if (ok && lane == 0) {Y}[r] = valid ? ({ct})(gc_log{sfx}(s) - (zr[label] - mx)) : ({ct})0;
+  }}
+"""
+    em.finish(name, body, label, _line_blocks(rows_fn, c_fn, lambda s: False), index)
+
+
+def _one_hot(em, name, node, index, label):
+    t, out = node.inputs[0], node.outputs[0]
+    T, Y = em.ptr(t), em.ptr(out, const=False)
+    depth = node.op.depth
+    body = (f"  const long long total = ({em.size(t)}) * {depth};\n"
+            f"  {em.grid_stride('total')}\n"
+            f"    {Y}[t] = ({C_TYPES[out.dtype]})((long long){T}[t / {depth}] == t % {depth});\n")
+    em.finish(name, body, label, blocks_for(numel(out)), index)
+
+
+def _check(em, idx: Var, size: str, size_fn, index: int, op: str, axis: int) -> str:
+    """Code refusing out-of-range indices of `idx` (the first bad position goes to errinfo; the
+    host raises after the call), registered as an IndexCheck."""
+    code = len(em.checks)
+    em.checks.append(IndexCheck(code, index, idx, em.slot(idx), size_fn,
+                                op + ": index {0} is out of range for axis " + str(axis) + " of size {1}"))
+    ix, E = em.ptr(idx), em.errinfo()
+    return (f"  {em.grid_stride(em.size(idx), 'j')} {{ const long long s = (long long){ix}[j]; "
+            f"if (s < -({size}) || s >= ({size})) gc_bad_index({E}, {code}, j); }}\n")
+
+
+def _take(em, name, node, index, label):
+    x, idx = node.inputs
+    out = node.outputs[0]
+    ct = C_TYPES[x.dtype]
+    axis = node.op.axis
+    outer, n, inner = _split3(em, x, axis)
+    split = _split3_fn(x, axis)
+    check = _check(em, idx, n, lambda s: split(s)[1], index, "take", axis)
+    X, IX, Y = em.ptr(x), em.ptr(idx), em.ptr(out, const=False)
+    body = check + f"""  const long long n = {n}, inner = {inner}, ni = {em.size(idx)}, total = ({outer}) * ni * inner;
+  {em.grid_stride("total")} {{
+    const long long q = t % inner, rest = t / inner, j = rest % ni, p = rest / ni;
+    long long s = (long long){IX}[j];
+    if (s < -n || s >= n) {{ {Y}[t] = ({ct})0; continue; }}
+    s = s < 0 ? s + n : s;
+    {Y}[t] = {X}[(p * n + s) * inner + q];
+  }}
+"""
+    def work(s):
+        return max(numel(out)(s), numel(idx)(s))
+
+    em.finish(name, body, label, blocks_for(work), index)
+
+
+def _take_grad(em, name, node, index, label):
+    g, idx, _like = node.inputs
+    out = node.outputs[0]
+    axis = node.op.axis
+    outer, n, inner = _split3(em, out, axis)
+    split = _split3_fn(out, axis)
+    em.steps.append(Memset(em.slot(out), nbytes(out), index))
+    check = _check(em, idx, n, lambda s: split(s)[1], index, "take (gradient)", axis)
+    G, IX, Y = em.ptr(g), em.ptr(idx), em.ptr(out, const=False)
+    body = check + f"""  const long long n = {n}, inner = {inner}, ni = {em.size(idx)}, total = ({outer}) * ni * inner;
+  {em.grid_stride("total")} {{
+    const long long q = t % inner, rest = t / inner, j = rest % ni, p = rest / ni;
+    long long s = (long long){IX}[j];
+    if (s < -n || s >= n) continue;
+    s = s < 0 ? s + n : s;
+    gc_atomic_add({Y} + (p * n + s) * inner + q, {G}[t]);
+  }}
+"""
+    def work(s):
+        return max(numel(g)(s), numel(idx)(s))
+
+    em.finish(name, body, label, blocks_for(work), index)
+
+
+def _strided(em, name, index, label, out_like: Var, src: Var, dst: Var, mapping, scatter: bool,
+             zero: Var | None):
+    """Copy between a dense array and a strided view (mapping(shapes) -> (base, [(size, stride)]),
+    computed per signature on the host and passed through D), as the C backend does."""
+    if zero is not None:
+        em.steps.append(Memset(em.slot(dst), nbytes(zero), index))
+    nd = out_like.ndim
+    base = em.param(("view_base", name), lambda s: mapping(s)[0])
+    sizes = [em.param(("view_size", name, j), lambda s, j=j: mapping(s)[1][j][0]) for j in range(nd)]
+    strides = [em.param(("view_stride", name, j), lambda s, j=j: mapping(s)[1][j][1]) for j in range(nd)]
+    X, Y = em.ptr(src), em.ptr(dst, const=False)
+    view = " + ".join([base] + [f"i{j}*{strides[j]}" for j in range(nd)])
+    stmt = f"{Y}[{view}] = {X}[t];" if scatter else f"{Y}[t] = {X}[{view}];"
+    body = em.flat(sizes, [stmt])
+    em.finish(name, body, label, blocks_for(numel(out_like)), index)
+
+
+def _getitem(em, name, node, index, label):
+    x, out = node.inputs[0], node.outputs[0]
+    mapping = _subtensor_mapping(node.op.idx, id(x), id(out))
+    _strided(em, name, index, label, out, x, out, _bound(mapping, x), scatter=False, zero=None)
+
+
+def _subtensor_grad(em, name, node, index, label):
+    g, like = node.inputs
+    out = node.outputs[0]
+    mapping = _subtensor_mapping(node.op.idx, id(like), id(g))
+    _strided(em, name, index, label, g, g, out, _bound(mapping, like), scatter=True, zero=out)
+
+
+def _bound(mapping, v: Var):
+    """The C mapping reads shapes[id(v)]; static leaves may be absent from `shapes`."""
+    vid, static = id(v), v.shape
+    return lambda shapes: mapping(shapes if vid in shapes else {**shapes, vid: static})
+
+
+def _transpose(em, name, node, index, label):
+    x, out = node.inputs[0], node.outputs[0]
+    perm = node.op.perm
+
+    def mapping(shapes):
+        xs = shape_of(x, shapes)
+        strides = [int(np.prod(xs[a + 1:], dtype=np.int64)) for a in range(len(xs))]
+        return 0, [(xs[p], strides[p]) for p in perm]
+
+    _strided(em, name, index, label, out, x, out, mapping, scatter=False, zero=None)
+
+
+def _concatenate(em, name, node, index, label):
+    out = node.outputs[0]
+    axis = node.op.axis
+    outer, total, inner = _split3(em, out, axis)
+    Y = em.ptr(out, const=False)
+    parts = [f"  const long long outer = {outer}, N = {total}, inner = {inner};\n  long long off = 0;\n"]
+    for x in node.inputs:
+        X = em.ptr(x)
+        parts.append(f"""  {{ const long long n = {em.dim(x, axis)}, seg = n * inner;
+    {em.grid_stride("outer * seg")}
+      {{ const long long p = t / seg, rem = t % seg; {Y}[(p * N + off) * inner + rem] = {X}[t]; }}
+    off += n; }}
+""")
+    em.finish(name, "".join(parts), label, blocks_for(numel(out)), index)
+
+
+def _split(em, name, node, index, label):
+    g = node.inputs[0]
+    axis = node.op.axis
+    outer, total, inner = _split3(em, g, axis)
+    X = em.ptr(g)
+    parts = [f"  const long long outer = {outer}, N = {total}, inner = {inner};\n  long long off = 0;\n"]
+    for o in node.outputs:
+        Y = em.ptr(o, const=False)
+        parts.append(f"""  {{ const long long n = {em.dim(o, axis)}, seg = n * inner;
+    {em.grid_stride("outer * seg")}
+      {{ const long long p = t / seg, rem = t % seg; {Y}[t] = {X}[(p * N + off) * inner + rem]; }}
+    off += n; }}
+""")
+    em.finish(name, "".join(parts), label, blocks_for(numel(g)), index)
+
+
+def _argmax(em, name, node, index, label):
+    x, out = node.inputs[0], node.outputs[0]
+    ct = C_TYPES[x.dtype]
+    axis = node.op.axis
+    if axis is None:
+        outer, n, inner = "1", em.size(x), "1"
+
+        def split(s):
+            return 1, numel(x)(s), 1
+    else:
+        outer, n, inner = _split3(em, x, axis)
+        split = _split3_fn(x, axis)
+    def lines_fn(s):
+        return split(s)[0] * split(s)[2]
+
+    lane_d = em.param(("lanes", name), lambda s: lanes(lines_fn(s), split(s)[1], split(s)[2] > 1))
+    X, Y = em.ptr(x), em.ptr(out, const=False)
+    body = f"""  __shared__ {ct} shv[{WARPS}];
+  __shared__ long long shi[{WARPS}];
+  const long long outer = {outer}, n = {n}, inner = {inner}, lines = outer * inner;
+{_group_loop(lane_d, "lb", "lines")}    const long long line = lb + grp;
+    const bool ok = line < lines;
+    const long long base = ok ? (line / inner) * n * inner + (line % inner) : 0;
+    {ct} best = 0; long long at = -1;  /* -1: no element seen yet */
+    if (ok) for (long long j = lane; j < n; j += L) gc_argmax_combine(best, at, {X}[base + j*inner], j);
+    gc_group_argmax(best, at, L, shv, shi);
+    if (ok && lane == 0) {Y}[line] = at < 0 ? 0 : at;
+  }}
+"""
+    em.finish(name, body, label, _line_blocks(lines_fn, lambda s: split(s)[1], lambda s: split(s)[2] > 1), index)
+
+
+def _random(em, name, node, index, label):
+    op = node.op
+    counter = node.inputs[0]
+    out = node.outputs[0]
+    ct = C_TYPES[out.dtype]
+    if op.dist == "uniform":
+        value = "gc_u24(w[0])" if out.dtype == "float32" else "gc_u53(w[0], w[1])"
+    elif op.dist == "normal":
+        value = "gc_normal(w)"
+    else:
+        value = f"(gc_u24(w[0]) < {float(op.p)!r})"
+    K, Y = em.ptr(counter), em.ptr(out, const=False)
+    body = f"""  const uint64_t call = (uint64_t){K}[0];
+  {em.grid_stride(em.size(out))} {{
+    uint32_t w[4];
+    gc_philox_words((uint64_t)t, call, (uint64_t){op.seed}ULL, w);
+    {Y}[t] = ({ct})({value});
+  }}
+"""
+    em.finish(name, body, label, blocks_for(numel(out)), index)
+
+
+def _ops() -> dict:
+    from .emit_conv import OPS as CONV_OPS
+
+    return {**_OPS, **CONV_OPS}
+
+
+_OPS = {
+    "dim": _dim,
+    "softmax": lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=False),
+    "log_softmax": lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=True),
+    "softmax_cross_entropy": _sce,
+    "one_hot": _one_hot,
+    "take": _take,
+    "take_grad": _take_grad,
+    "getitem": _getitem,
+    "subtensor_grad": _subtensor_grad,
+    "transpose": _transpose,
+    "concatenate": _concatenate,
+    "split": _split,
+    "argmax": _argmax,
+    "Random": _random,
+}

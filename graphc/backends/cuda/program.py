@@ -1,0 +1,377 @@
+"""CudaProgram: a Graph compiled to CUDA kernels and cuBLAS calls, run through CuPy.
+
+Construction checks for CuPy and a GPU first (a clear RuntimeError says what is missing), then
+schedules and plans memory exactly as the C backend does, emits one CUDA translation unit
+(emit.py), compiles it with NVRTC into graphc's on-disk cache (nvrtc.py) and loads it with
+``cupy.RawModule`` (device.py). Per input-shape signature (cached) the host binds everything once:
+the `D` integers (uploaded once), the workspace (allocated once), the address of every buffer
+slot and the launch sequence (grid sizes, kernel arguments, cuBLAS geometry). A call then uploads
+NumPy arguments (CuPy arguments are used in place), allocates the outputs, runs the pre-bound
+sequence on the current stream and returns CuPy arrays (NumPy with ``to_host=True``).
+
+Shared variables live on the device: each SharedVar gets a device mirror (``SharedVar._mirror``)
+that every CUDA function using it shares; updates are written there in place. The host copy is
+refreshed lazily: ``get_value()`` downloads it when the device copy is newer, and ``set_value()``
+marks the device copy stale, to be uploaded before the next CUDA call.
+
+``GRAPHC_CUDA_EMULATE=1`` runs the same program on the CPU instead (emulate.py): slow, for testing
+everything above the device layer on machines without a GPU.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar
+from ...passes.fuse import schedule
+from ...passes.memory import plan_memory
+from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
+from .emit import Copy, CudaEmitter, Gemm, Launch, Memset
+
+LLMAX = (1 << 63) - 1
+
+
+def make_device():
+    """The device a new CudaProgram runs on: CuPy's GPU, or the CPU emulator under
+    ``GRAPHC_CUDA_EMULATE=1``."""
+    if os.environ.get("GRAPHC_CUDA_EMULATE", "0") not in ("", "0"):
+        from .emulate import EmulatedDevice
+
+        return EmulatedDevice()
+    from .device import CupyDevice
+
+    return CupyDevice()
+
+
+class DeviceMirror:
+    """The device copy of one SharedVar (stored in ``SharedVar._mirror``). `device_newer`: a CUDA
+    call changed it since the host copy was refreshed; `host_newer`: the host copy may have been
+    written since the last upload."""
+
+    __slots__ = ("device", "array", "device_newer", "host_newer")
+
+    def __init__(self, device, host: np.ndarray):
+        self.device = device
+        self.array = device.asarray(host.copy())
+        self.device_newer = False
+        self.host_newer = False
+
+    def pull(self, host: np.ndarray) -> None:
+        """Refresh the host copy (SharedVar calls this before any host access)."""
+        if self.device_newer:
+            self.device.download(self.array, host)
+            self.device_newer = False
+
+    def host_changed(self) -> None:
+        self.host_newer = True
+        self.device_newer = False
+
+    def push(self, host: np.ndarray) -> None:
+        if self.host_newer:
+            self.device.upload(self.array, host)
+            self.host_newer = False
+
+
+def mirror_of(device, sv: SharedVar) -> DeviceMirror:
+    m = sv._mirror
+    if m is not None and m.device.kind != device.kind:  # moving between the GPU and the emulator
+        m.pull(sv._storage)
+        m = None
+    if m is None:
+        m = DeviceMirror(device, sv._storage)
+        sv._mirror = m
+    return m
+
+
+class _Signature:
+    __slots__ = ("shapes", "dims", "workspace", "workspace_bytes", "base", "offsets", "errinfo", "ptrs", "run",
+                 "out_shapes", "keep")
+
+
+class CudaProgram:
+    """Executes an optimised Graph as CUDA kernels on the current CuPy device."""
+
+    def __init__(self, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar], debug: bool = False,
+                 to_host: bool = False, device=None):
+        self.device = device or make_device()
+        self.graph = graph
+        self.n_outputs = n_outputs
+        self.update_targets = list(update_targets)
+        self.debug = debug
+        self.to_host = to_host
+        late = {id(v) for v in graph.outputs[n_outputs:]}
+        self.schedule = schedule(graph, late=late)
+        self.plan = plan_memory(self.schedule, n_outputs, self.update_targets, reuse=not debug)
+        self.emitter = CudaEmitter(self.schedule, self.plan)
+        for i in range(n_outputs):
+            self.emitter.output_slot(i)
+        self.source = self.emitter.source
+        launches = [s for s in self.emitter.steps if isinstance(s, Launch)]
+        self._functions, self.source_path, self.cache_hit = self.device.load(self.source, launches)
+        em = self.emitter
+        self._input_slots = [(em._slot.get(id(v)), v) for v in graph.inputs]
+        shared = [r for r in em.buffers if isinstance(r, SharedVar)]
+        shared += list(self.plan.in_place.values()) + self.update_targets
+        self._shared = list({id(s): s for s in shared}.values())
+        self._consts: dict[int, object] = {}
+        self._signatures: dict[tuple, _Signature] = {}
+        self._lock = threading.Lock()
+        self._last = None
+        if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
+            print(f"[graphc] {self.schedule}", file=sys.stderr)
+
+    # -- arguments -----------------------------------------------------------------------------
+    def convert_arg(self, p: Placeholder, value, allow_downcast: bool):
+        """Function's argument check, accepting device arrays (CuPy, or anything with
+        ``__cuda_array_interface__``) without a copy to the host."""
+        from ... import runtime
+        from ...core import matches
+
+        dev = self.device
+        if dev.kind != "cuda" or not dev.is_array(value):
+            return runtime._convert_arg(p, value, allow_downcast)
+        arr = value if isinstance(value, dev.array_type) else dev.asarray(value)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"input {p.name!r} expects {p.dtype}, got an array of {arr.dtype}")
+        if arr.dtype.name != p.dtype:
+            arr = runtime._cast_arg(p, arr, p.dtype, False, allow_downcast)
+        if not matches(p.shape, arr.shape):
+            raise ShapeError(f"input {p.name!r} expects shape {p.shape}, got {arr.shape}")
+        return arr
+
+    @property
+    def memory_bytes(self) -> dict[tuple, int]:
+        """Workspace bytes per input-shape signature seen so far."""
+        return {k: s.workspace_bytes for k, s in self._signatures.items()}
+
+    # -- binding (once per input-shape signature) ------------------------------------------------
+    def _const(self, c: Constant) -> int:
+        arr = self._consts.get(id(c))
+        if arr is None:  # uploaded once per program; the graph keeps `c` (and so its id) alive
+            arr = self._consts[id(c)] = self.device.asarray(np.ascontiguousarray(c.value))
+        return self.device.ptr(arr)
+
+    def _signature(self, key: tuple) -> _Signature:
+        sig = self._signatures.get(key)
+        if sig is not None:
+            return sig
+        dev, em, plan = self.device, self.emitter, self.plan
+        shapes = self.graph.bind_shapes(key)
+        for target, value in zip(plan.update_targets, self.graph.outputs[self.n_outputs:]):
+            got = shapes.get(id(value), value.shape)
+            if tuple(got) != target.shape:
+                raise ShapeError(f"update of {target.name!r}: new value has shape {tuple(got)}, the variable has "
+                                 f"{target.shape}")
+        sig = _Signature()
+        sig.shapes = shapes
+        sig.dims = dev.asarray(np.array([int(fn(shapes)) for fn in em.params] or [0], dtype=np.int64))
+        offsets, total = plan.layout(shapes)
+        sig.workspace_bytes = total
+        sig.workspace = dev.empty((total + 256,), np.uint8)
+        sig.base = (dev.ptr(sig.workspace) + 255) // 256 * 256
+        sig.offsets = offsets
+        sig.errinfo = dev.zeros((max(1, len(em.checks)),), np.int64)
+        sig.keep = []
+        ptrs = [0] * len(em.buffers)
+        ptrs[0] = dev.ptr(sig.errinfo)
+        for slot, r in enumerate(em.buffers):
+            if isinstance(r, tuple) and r[0] == "scratch":
+                arr = dev.zeros((r[3],), r[2])
+                sig.keep.append(arr)
+                ptrs[slot] = dev.ptr(arr)
+                continue
+            if isinstance(r, tuple):  # caller's output arrays (per call), errinfo
+                continue
+            if isinstance(r, Constant):
+                ptrs[slot] = self._const(r)
+            elif isinstance(r, SharedVar):
+                ptrs[slot] = dev.ptr(mirror_of(dev, r).array)
+            elif id(r) in plan.in_place:
+                ptrs[slot] = dev.ptr(mirror_of(dev, plan.in_place[id(r)]).array)
+            elif isinstance(r, Placeholder) or id(r) in plan.output_backed:
+                continue
+            else:
+                ptrs[slot] = sig.base + offsets[id(r)]
+        sig.ptrs = ptrs
+        sig.run = [f for f in (self._bind(step, shapes, sig) for step in em.steps) if f is not None]
+        sig.out_shapes = [(tuple(shapes.get(id(v), v.shape)), v.dtype) for v in self.graph.outputs[: self.n_outputs]]
+        self._signatures[key] = sig
+        return sig
+
+    def _bind(self, step, shapes, sig):
+        """One step of the launch sequence as a closure over (pointer table, stream)."""
+        dev = self.device
+        if isinstance(step, Launch):
+            blocks = step.blocks(shapes)
+            if blocks <= 0:
+                return None
+            fn = self._functions[step.name]
+            grid = min(blocks, dev.max_blocks)
+            dims = dev.ptr(sig.dims)
+            slots = step.slots
+            return lambda ptrs, stream: fn(grid, [dims, *[ptrs[s] for s in slots]])
+        if isinstance(step, (Copy, Memset)):
+            n = step.nbytes(shapes)
+            if n <= 0:
+                return None
+            if isinstance(step, Memset):
+                slot = step.slot
+                return lambda ptrs, stream: dev.memset(ptrs[slot], n, stream)
+            dst, src = step.dst, step.src
+            return lambda ptrs, stream: dev.memcpy(ptrs[dst], ptrs[src], n, stream) if ptrs[dst] != ptrs[src] else None
+        if isinstance(step, Gemm):
+            return self._bind_gemm(step, shapes, sig)
+        raise TypeError(f"unknown launch step {step!r}")
+
+    def _bind_gemm(self, step: Gemm, shapes, sig):
+        """Row-major out = op(a) @ op(b) is column-major out^T = op(b)^T @ op(a)^T: cuBLAS gets b
+        first, with m and n swapped; batch runs become strided-batched calls."""
+        dev = self.device
+        n, m, kk, lda, ldb, runs = step.geometry(shapes)
+        itemsize = np.dtype(step.dtype).itemsize
+        count = int(np.prod([r[0] for r in runs], dtype=np.int64)) if runs else 1
+        if n == 0 or m == 0 or count == 0:
+            return None
+        out = step.out
+        if kk == 0:
+            if step.beta:
+                return None  # C += alpha * (an empty sum)
+            nbytes = n * m * count * itemsize
+            return lambda ptrs, stream: dev.memset(ptrs[out], nbytes, stream)
+        if step.scalars is None:  # host scalars
+            alpha = np.array(step.alpha, dtype=step.dtype)
+            beta = np.array(step.beta, dtype=step.dtype)
+            sig.keep += [alpha, beta]
+        else:  # device scalars: [alpha, beta] written by the kernel before this gemm
+            alpha = sig.ptrs[step.scalars]
+            beta = alpha + np.dtype(step.dtype).itemsize
+        op_a, op_b = int(step.trans_a), int(step.trans_b)  # CUBLAS_OP_N = 0, CUBLAS_OP_T = 1
+        a, b, dtype = step.a, step.b, step.dtype
+        cnt, sa, sb, sc = runs[-1] if runs else (1, 0, 0, 0)
+        offsets = []
+        for combo in itertools.product(*[range(r[0]) for r in runs[:-1]]):
+            offsets.append(tuple(itemsize * sum(i * r[j] for i, r in zip(combo, runs)) for j in (1, 2, 3)))
+        offsets = offsets or [(0, 0, 0)]
+
+        def gemm(ptrs, stream):
+            for oa, ob, oc in offsets:
+                dev.gemm(dtype, op_b, op_a, m, n, kk, alpha, ptrs[b] + ob, ldb, sb, ptrs[a] + oa, lda, sa, beta,
+                         ptrs[out] + oc, m, sc, cnt)
+
+        return gemm
+
+    # -- calls ---------------------------------------------------------------------------------
+    def __call__(self, args: Sequence) -> list:
+        if self.debug:
+            return self._debug_call(args)
+        return self._finish(self._call(args))
+
+    def _finish(self, outs):
+        if self.to_host:
+            return [self.device.to_host(o) for o in outs]
+        return outs
+
+    def _call(self, args):
+        dev, em, plan = self.device, self.emitter, self.plan
+        with self._lock:
+            key = tuple(tuple(a.shape) for a in args)
+            sig = self._signature(key)
+            self._precheck(args, sig)
+            on_device = [dev.asarray(a) for a in args]
+            for s in self._shared:
+                mirror_of(dev, s).push(s._storage)
+            ptrs = list(sig.ptrs)
+            for (slot, _), a in zip(self._input_slots, on_device):
+                if slot is not None:
+                    ptrs[slot] = dev.ptr(a)
+            outs = [dev.empty(shape, dtype) for shape, dtype in sig.out_shapes]
+            for i, o in enumerate(outs):
+                ptrs[em._slot[("output", i)]] = dev.ptr(o)
+                root = plan.root(self.graph.outputs[i])
+                if plan.output_backed.get(id(root)) == i and id(root) in em._slot:
+                    ptrs[em._slot[id(root)]] = dev.ptr(o)
+            stream = dev.stream()
+            if em.checks:
+                dev.memset(ptrs[0], sig.errinfo.nbytes, stream)
+            for run in sig.run:
+                run(ptrs, stream)
+            for t in self.update_targets:
+                mirror_of(dev, t).device_newer = True
+            self._last = (sig, on_device)
+            if em.checks:
+                self._raise_index_errors(sig, ptrs)
+        return outs
+
+    def _precheck(self, args, sig) -> None:
+        """Index inputs that arrive as NumPy arrays are checked on the host before anything runs,
+        so that a bad index changes no state (the C backend's guarantee)."""
+        for chk in self.emitter.checks:
+            if not isinstance(chk.var, Placeholder):
+                continue
+            a = args[next(i for i, v in enumerate(self.graph.inputs) if v is chk.var)]
+            if not isinstance(a, np.ndarray) or a.size == 0:
+                continue
+            size = chk.size(sig.shapes)
+            bad = np.flatnonzero((a < -size) | (a >= size))
+            if bad.size:
+                raise IndexError(chk.message.format(int(a.reshape(-1)[bad[0]]), size))
+
+    def _raise_index_errors(self, sig, ptrs) -> None:
+        """Indices computed on the device (or passed as device arrays) are checked by the kernels
+        that use them: bad ones read as 0 and scatter nothing, and the first is reported here."""
+        found = np.zeros(len(self.emitter.checks), np.int64)
+        self.device.read(ptrs[0], found)
+        for chk in self.emitter.checks:
+            if found[chk.code]:
+                pos = LLMAX - int(found[chk.code])
+                value = np.zeros(1, chk.var.dtype)
+                self.device.read(ptrs[chk.slot] + pos * value.itemsize, value)
+                raise IndexError(chk.message.format(int(value[0]), chk.size(sig.shapes)) +
+                                 " (CUDA: the index was computed on the device; the call's other results and "
+                                 "updates were still written)")
+
+    # -- debug mode ----------------------------------------------------------------------------
+    def _debug_call(self, args):
+        """Run the reference backend first (same pre-call state), then CUDA; compare every kernel's
+        outputs in schedule order and raise on the first that differs."""
+        from ..c.program import _close, _close_mask
+        from ..ref import RefProgram
+
+        dev = self.device
+        host_args = [dev.to_host(a) if dev.is_array(a) and not isinstance(a, np.ndarray) else np.asarray(a)
+                     for a in args]
+        expected = RefProgram(self.graph, len(self.graph.outputs), []).evaluate(host_args)
+        outs = self._call(args)
+        sig = self._last[0]
+        for i, k in enumerate(self.schedule.kernels):
+            for v in k.outputs:
+                got = self._value_after_call(v, sig, outs)
+                if got is None:
+                    continue
+                want = expected[id(v)]
+                if not _close(got, want):
+                    bad = np.argwhere(~_close_mask(got, want))
+                    where = tuple(bad[0]) if len(bad) else ()
+                    raise AssertionError(
+                        f"debug mode: kernel k{i} ({k.label}) disagrees with the reference backend on "
+                        f"{v.type} at index {where}: CUDA gave {got[where]!r}, ref gave {want[where]!r}. "
+                        f"Generated source: {self.source_path}")
+        return self._finish(outs)
+
+    def _value_after_call(self, v, sig, outs):
+        plan, dev = self.plan, self.device
+        r = plan.root(v)
+        shape = tuple(sig.shapes.get(id(v), v.shape))
+        if id(r) in plan.output_backed:
+            return dev.to_host(outs[plan.output_backed[id(r)]]).reshape(shape)
+        if id(r) in sig.offsets:
+            n = int(np.prod(shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
+            start = sig.base - dev.ptr(sig.workspace) + sig.offsets[id(r)]
+            return dev.to_host(sig.workspace[start:start + n]).view(v.dtype).reshape(shape)
+        return None
