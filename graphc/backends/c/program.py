@@ -17,6 +17,7 @@ import numpy as np
 from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar
 from ...passes.fuse import schedule
 from ...passes.memory import plan_memory
+from ..debugcheck import check_kernels
 from .build import build_library
 from .emit import CEmitter
 
@@ -169,19 +170,7 @@ class CProgram:
         expected = ref.evaluate(args)
         outs = self._call(args)
         sig = self._signatures[tuple(a.shape for a in args)]
-        for i, k in enumerate(self.schedule.kernels):
-            for v in k.outputs:
-                got = self._value_after_call(v, sig, outs)
-                if got is None:
-                    continue
-                want = expected[id(v)]
-                if not _close(got, want):
-                    bad = np.argwhere(~_close_mask(got, want))
-                    where = tuple(bad[0]) if len(bad) else ()
-                    raise AssertionError(
-                        f"debug mode: kernel k{i} ({k.label}) disagrees with the reference backend on "
-                        f"{v.type} at index {where}: C gave {got[where]!r}, ref gave {want[where]!r}. "
-                        f"Generated source: {self.source_path}")
+        check_kernels(self.schedule, expected, lambda v: self._value_after_call(v, sig, outs), "C", self.source_path)
         return outs
 
     def _value_after_call(self, v, sig, outs):
@@ -195,15 +184,4 @@ class CProgram:
             start = sig.base + sig.offsets[id(r)]
             return sig.workspace[start:start + n].view(v.dtype).reshape(shape)
         return None
-
-
-def _close_mask(a, b):
-    if a.dtype.kind == "f":
-        tol = 1e-4 if a.dtype == np.float32 else 1e-9
-        return np.isclose(a, b, rtol=tol, atol=tol, equal_nan=True)
-    return a == b
-
-
-def _close(a, b) -> bool:
-    return a.shape == b.shape and bool(np.all(_close_mask(a, b)))
 

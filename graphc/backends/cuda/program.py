@@ -31,6 +31,7 @@ import numpy as np
 from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar
 from ...passes.fuse import schedule
 from ...passes.memory import plan_memory
+from ..debugcheck import check_kernels
 from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
 from .emit import Copy, CudaEmitter, Gemm, Launch, Memset
 
@@ -340,7 +341,6 @@ class CudaProgram:
     def _debug_call(self, args):
         """Run the reference backend first (same pre-call state), then CUDA; compare every kernel's
         outputs in schedule order and raise on the first that differs."""
-        from ..c.program import _close, _close_mask
         from ..ref import RefProgram
 
         dev = self.device
@@ -349,19 +349,8 @@ class CudaProgram:
         expected = RefProgram(self.graph, len(self.graph.outputs), []).evaluate(host_args)
         outs = self._call(args)
         sig = self._last[0]
-        for i, k in enumerate(self.schedule.kernels):
-            for v in k.outputs:
-                got = self._value_after_call(v, sig, outs)
-                if got is None:
-                    continue
-                want = expected[id(v)]
-                if not _close(got, want):
-                    bad = np.argwhere(~_close_mask(got, want))
-                    where = tuple(bad[0]) if len(bad) else ()
-                    raise AssertionError(
-                        f"debug mode: kernel k{i} ({k.label}) disagrees with the reference backend on "
-                        f"{v.type} at index {where}: CUDA gave {got[where]!r}, ref gave {want[where]!r}. "
-                        f"Generated source: {self.source_path}")
+        check_kernels(self.schedule, expected, lambda v: self._value_after_call(v, sig, outs), "CUDA",
+                      self.source_path)
         return self._finish(outs)
 
     def _value_after_call(self, v, sig, outs):
