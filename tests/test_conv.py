@@ -358,9 +358,9 @@ def test_pooling_matches_torch(backend):
                         arrays, [backend], 1e-12, 1e-12)
     for include in (True, False):
         _compare_with_torch(
-            _pool_multi(lambda c, x: gc.avg_pool2d(x, c["k"], c["s"], c["p"], include), configs),
-            _pool_multi(lambda c, x: F.avg_pool2d(x, c["k"], c["s"], c["p"], count_include_pad=include), configs,
-                        True),
+            _pool_multi(lambda c, x, inc=include: gc.avg_pool2d(x, c["k"], c["s"], c["p"], inc), configs),
+            _pool_multi(lambda c, x, inc=include: F.avg_pool2d(x, c["k"], c["s"], c["p"], count_include_pad=inc),
+                        configs, True),
             arrays, [backend], 1e-9, 1e-9)
 
 
