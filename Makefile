@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow lint clean
+.PHONY: demo test test-slow bench lint clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 # Exit code 5 means no slow test exists yet; that is not a failure.
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow tests || [ $$? -eq 5 ]
+
+bench: $(STAMP)
+	$(VENV)/bin/graphc bench --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check graphc tests examples

@@ -38,34 +38,19 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import graphc as gc  # noqa: E402
+from graphc.bench import summarize, time_blocks  # noqa: E402
 
 # -- timing ------------------------------------------------------------------------------------
 
 
 def timeit_interleaved(fns, args_lists, repeat=21, warmup=3, block=7, settle=0.1) -> list[list[float]]:
-    """Seconds of each call of each function, measured in alternating blocks."""
-    for i in range(warmup):
-        for fn, args in zip(fns, args_lists):
-            fn(*args[i % len(args)])
-    times = [[] for _ in fns]
-    done = 0
-    while done < repeat:
-        for j, (fn, args) in enumerate(zip(fns, args_lists)):
-            time.sleep(settle)
-            fn(*args[0])
-            fn(*args[1 % len(args)])
-            for i in range(done, min(done + block, repeat)):
-                a = args[i % len(args)]
-                t0 = time.perf_counter()
-                fn(*a)
-                times[j].append(time.perf_counter() - t0)
-        done += block
-    return times
+    """Seconds of each call of each function, in alternating blocks (graphc.bench's method)."""
+    return time_blocks(fns, args_lists, repeat=repeat, warmup=warmup, block=block, settle=settle)
 
 
 def summary(ts: list[float]) -> dict:
-    q = statistics.quantiles(ts, n=4) if len(ts) > 1 else [ts[0]] * 3
-    return {"median_s": statistics.median(ts), "q1_s": q[0], "q3_s": q[2], "min_s": min(ts)}
+    s = summarize(ts)
+    return {"median_s": s["median"], "q1_s": s["q1"], "q3_s": s["q3"], "min_s": s["min"]}
 
 
 # -- LeNet-5 -----------------------------------------------------------------------------------

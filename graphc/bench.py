@@ -633,7 +633,7 @@ class MLPStep(Workload):
         return [784, 512, 512, 10] if size == "full" else [20, 16, 16, 10]
 
     def _batch(self, size):
-        return self.batch if size == "full" else 8
+        return self.batch if size == "full" else max(2, self.batch // 16)
 
     def title(self, size):
         opt = {"adam": "Adam", "sgd": "SGD"}[self.optimizer]

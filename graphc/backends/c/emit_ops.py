@@ -154,6 +154,7 @@ def _softmax_like(em, name, node, index, log: bool):
     for (int64_t j = 0; j < n; j++) {{ {ct} v = x[base + j*inner]; mx = (v > mx || v != v) ? v : mx; }}
     if (!(mx - mx == 0)) mx = (mx != mx) ? mx : 0;  /* an infinite max must not make inf-inf */
     double s = 0;
+    #pragma omp simd reduction(+:s)
     for (int64_t j = 0; j < n; j++) s += gc_exp{sfx}(x[base + j*inner] - mx);
     const {ct} lse = ({ct})log(s); const {ct} inv = ({ct})(1.0 / s);
     (void)lse; (void)inv;
@@ -182,6 +183,7 @@ def _sce(em, name, node, index):
     for (int64_t j = 0; j < C; j++) {{ {ct} v = zr[j]; mx = (v > mx || v != v) ? v : mx; }}
     if (!(mx - mx == 0)) mx = (mx != mx) ? mx : 0;
     double s = 0;
+    #pragma omp simd reduction(+:s)
     for (int64_t j = 0; j < C; j++) s += gc_exp{sfx}(zr[j] - mx);
     y[r] = ({ct})(log(s) - (double)(zr[label] - mx));
   }}"""
