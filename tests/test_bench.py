@@ -31,7 +31,9 @@ def _twin_test(fw):
         pytest.skip(f"{fw} is not installed")
     results = bench.run_child(fw, TIMED, bench.MODES["tiny"])
     assert {n: r["failed"] for n, r in results.items() if r["failed"]} == {}
-    assert all(fw in r["times"] for r in results.values())
+    # every workload is timed, except those that declare they have no twin for this framework
+    assert all(fw in r["times"] or fw in r.get("no_twin", {}) for r in results.values())
+    assert sum(fw in r["times"] for r in results.values()) >= len(results) - 1
 
 
 @pytest.mark.parametrize("fw", ["torch", "jax"])
@@ -60,8 +62,9 @@ def test_select_names_globs_and_prefixes():
     assert bench.select("matmul") == ["matmul_128", "matmul_512", "matmul_1024"]
     assert bench.select("sum_*,xent") == ["sum_axis0", "sum_axis1", "sum_all", "xent"]
     assert bench.select("mlp_sgd_16") == ["mlp_sgd_16"]
-    with pytest.raises(ValueError, match="pending"):
-        bench.select("lenet_step")
+    assert bench.select("lenet") == ["lenet_step"]
+    with pytest.raises(ValueError, match="no workload matches"):
+        bench.select("resnet")
 
 
 def test_cli_help(capsys):
