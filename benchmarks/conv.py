@@ -56,28 +56,16 @@ from graphc.bench_lenet import NumpyLeNet, graphc_lenet_step, lenet_data, lenet_
 
 
 def torch_lenet_seconds(batch, repeat, lr):
-    """PyTorch eager's step times (same model, data recipe and method), or None."""
+    """PyTorch eager's step times (graphc.bench's LeNet twin, same data recipe and method), or None."""
     try:
         import torch
-        import torch.nn.functional as F
     except ImportError:
         return None
-    p = {k: torch.tensor(v, requires_grad=True) for k, v in lenet_params().items()}
+    from graphc.bench_lenet import LeNetStep
 
-    def step(x, t):
-        h = F.max_pool2d(F.relu(F.conv2d(x, p["W1"], p["b1"], padding=2)), 2)
-        h = F.max_pool2d(F.relu(F.conv2d(h, p["W2"], p["b2"])), 2).reshape(-1, 400)
-        h = F.relu(h @ p["W3"] + p["b3"])
-        h = F.relu(h @ p["W4"] + p["b4"])
-        loss = F.cross_entropy(h @ p["W5"] + p["b5"], t)
-        for v in p.values():
-            v.grad = None
-        loss.backward()
-        with torch.no_grad():
-            for v in p.values():
-                v -= lr * v.grad
-        return loss.item()
-
+    wl = LeNetStep()
+    wl.lr = lr
+    step = wl._torch("full", compiled=False).fn
     data = [(torch.tensor(x), torch.tensor(t.astype("int64"))) for x, t in lenet_data(batch)]
     return timeit_interleaved([step], [data], repeat)[0]
 
