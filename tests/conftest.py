@@ -75,6 +75,31 @@ def placeholders_for(args):
     return [gc.placeholder(f"a{i}", a.shape, a.dtype.name) for i, a in enumerate(args)]
 
 
+def call_time_placeholders(args):
+    """Placeholders whose dimensions are bound at call time (static only where 1, which
+    broadcasts): one compiled library then serves many drawn shapes, as it does for users."""
+    return [gc.placeholder(f"a{i}", tuple(1 if d == 1 else None for d in a.shape), a.dtype.name)
+            for i, a in enumerate(args)]
+
+
+def run_both(backend: str, build, args):
+    """The same graph on ref and on `backend`, from the same shared state (RNG counters included).
+    Returns (backend's outputs, ref's outputs)."""
+    try:
+        vars_ = call_time_placeholders(args)
+        out = build(*vars_)
+    except gc.ShapeError:  # some ops need static sizes (the class axis of cross-entropy)
+        vars_ = placeholders_for(args)
+        out = build(*vars_)
+    f_ref = gc.function(vars_, out, backend="ref")
+    f_other = gc.function(vars_, out, backend=backend)
+    state = [(s, s.get_value()) for s in f_ref.graph.shared]
+    want = f_ref(*args)
+    for s, v in state:
+        s.set_value(v)
+    return f_other(*args), want
+
+
 def numeric_grad(f, args, i, eps=1e-6):
     """Central finite differences of scalar f(*args) with respect to args[i] (float64)."""
     x = args[i]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import graphc as gc
 from graphc.ops import REGISTRY
 
-from .conftest import HypothesisDraw, numeric_grad, placeholders_for
+from .conftest import HypothesisDraw, numeric_grad, placeholders_for, run_both
 from .test_passes import RandomGraph
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
@@ -31,37 +31,13 @@ def _compare(a, b, dtype):
         np.testing.assert_array_equal(a, b)
 
 
-def call_time_placeholders(args):
-    """Placeholders whose dimensions are bound at call time (static only where 1, which
-    broadcasts): one compiled library then serves many drawn shapes, as it does for users."""
-    return [gc.placeholder(f"a{i}", tuple(1 if d == 1 else None for d in a.shape), a.dtype.name)
-            for i, a in enumerate(args)]
-
-
-def run_both(build, args):
-    """The same graph on ref and on C, from the same shared state (RNG counters included)."""
-    try:
-        vars_ = call_time_placeholders(args)
-        out = build(*vars_)
-    except gc.ShapeError:  # some ops need static sizes (the class axis of cross-entropy)
-        vars_ = placeholders_for(args)
-        out = build(*vars_)
-    f_ref = gc.function(vars_, out, backend="ref")
-    f_c = gc.function(vars_, out, backend="c")
-    state = [(s, s.get_value()) for s in f_ref.graph.shared]
-    want = f_ref(*args)
-    for s, v in state:
-        s.set_value(v)
-    return f_c(*args), want
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", ALL)
 @given(data=st.data())
 def test_op_c_matches_ref(name, dtype, data):
     case = REGISTRY[name].sample(HypothesisDraw(data))
     args = [a.astype(dtype) if a.dtype.kind == "f" else a for a in case.args]
-    got, want = run_both(case.build, args)
+    got, want = run_both("c", case.build, args)
     _compare(got, want, dtype)
 
 

@@ -25,7 +25,7 @@ import graphc as gc
 from graphc.backends.cuda.device import available
 from graphc.ops import REGISTRY
 
-from .conftest import HypothesisDraw, numeric_grad, placeholders_for
+from .conftest import HypothesisDraw, numeric_grad, placeholders_for, run_both
 from .test_passes import RandomGraph
 
 GPU, GPU_INFO = available()
@@ -73,28 +73,6 @@ def compare(a, b, dtype):
         np.testing.assert_array_equal(a, b)
 
 
-def call_time_placeholders(args):
-    return [gc.placeholder(f"a{i}", tuple(1 if d == 1 else None for d in a.shape), a.dtype.name)
-            for i, a in enumerate(args)]
-
-
-def run_both(build, args):
-    """The same graph on ref and on cuda, from the same shared state (RNG counters included)."""
-    try:
-        vars_ = call_time_placeholders(args)
-        out = build(*vars_)
-    except gc.ShapeError:
-        vars_ = placeholders_for(args)
-        out = build(*vars_)
-    f_ref = gc.function(vars_, out, backend="ref")
-    f_cuda = gc.function(vars_, out, backend="cuda")
-    state = [(s, s.get_value()) for s in f_ref.graph.shared]
-    want = f_ref(*args)
-    for s, v in state:
-        s.set_value(v)
-    return f_cuda(*args), want
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", ALL)
 def test_op_cuda_matches_ref(target, name, dtype):
@@ -103,7 +81,7 @@ def test_op_cuda_matches_ref(target, name, dtype):
     def check(data):
         case = REGISTRY[name].sample(HypothesisDraw(data))
         args = [a.astype(dtype) if a.dtype.kind == "f" else a for a in case.args]
-        got, want = run_both(case.build, args)
+        got, want = run_both("cuda", case.build, args)
         compare(got, want, dtype)
 
     check()
