@@ -201,6 +201,8 @@ class Op:
     differentiable = True
     #: False for ops with hidden state (random draws): never folded at compile time.
     foldable = True
+    #: True for ops that hold a step graph (scan): their vjp takes ``vjp=`` (autodiff's primitive)
+    inner_graph = False
 
     @property
     def name(self) -> str:

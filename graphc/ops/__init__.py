@@ -2,6 +2,7 @@
 and registers a test recipe for each public function in `registry.REGISTRY`."""
 
 from . import random
+from .control import Scan, ScanBody, scan
 from .conv import (
     AvgPool2D,
     AvgPool2DGrad,

@@ -1,0 +1,267 @@
+"""gc.scan's contract on the reference backend: forward against NumPy loops, BPTT against finite
+differences, second order, nesting, go_backwards, call-time lengths, and each construction error.
+
+The C and CUDA lowerings of scan (one native loop) are not written yet; these tests pin the
+semantics they will be checked against.
+"""
+
+import numpy as np
+import pytest
+
+import graphc as gc
+from tests.conftest import numeric_grad
+
+RNG = np.random.default_rng(0)
+
+
+def ref(inputs, outputs):
+    return gc.function(inputs, outputs, backend="ref")
+
+
+def rnn_numpy(x, h0, W, U, b, backwards=False):
+    h, hs = h0, []
+    steps = x[::-1] if backwards else x
+    for xt in steps:
+        h = np.tanh(xt @ W + h @ U + b)
+        hs.append(h)
+    return np.stack(hs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rnn_forward_matches_numpy_loop(dtype):
+    x = gc.placeholder("x", (None, None, 3), dtype)
+    h0 = gc.placeholder("h0", (None, 4), dtype)
+    W, U, b = (RNG.normal(size=s).astype(dtype) for s in [(3, 4), (4, 4), (4,)])
+    Ws, Us = gc.shared(W, name="W"), gc.shared(U, name="U")
+    hs = gc.scan(lambda xt, h, bb: gc.tanh(xt @ Ws + h @ Us + bb), sequences=x, outputs_info=h0,
+                 non_sequences=gc.constant(b))
+    f = ref([x, h0], hs)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    for T, B in [(1, 2), (5, 3), (7, 1)]:  # one compilation, every length and batch size
+        xv, hv = RNG.normal(size=(T, B, 3)).astype(dtype), RNG.normal(size=(B, 4)).astype(dtype)
+        out = f(xv, hv)
+        assert out.shape == (T, B, 4) and out.dtype == dtype
+        np.testing.assert_allclose(out, rnn_numpy(xv, hv, W, U, b), rtol=tol, atol=tol)
+
+
+def test_several_outputs_some_not_fed_back():
+    x = gc.placeholder("x", (None, 2), "float64")
+    s0 = gc.constant(np.zeros(2))
+
+    def step(xt, s):
+        s_new = s + xt
+        return s_new, gc.sum(s_new * s_new)
+
+    cum, norms = gc.scan(step, sequences=x, outputs_info=[s0, None])
+    xv = RNG.normal(size=(4, 2))
+    c, n = ref([x], [cum, norms])(xv)
+    np.testing.assert_allclose(c, np.cumsum(xv, 0))
+    np.testing.assert_allclose(n, (np.cumsum(xv, 0) ** 2).sum(1))
+    assert norms.shape == (None,)
+
+
+def test_n_steps_without_sequences_and_closures():
+    a = gc.placeholder("a", (), "float64")
+    start = gc.placeholder("start", (3,), "float64")
+    scale = a * 2.0  # an outer expression captured by the closure
+    powers = gc.scan(lambda p: p * scale, outputs_info=start, n_steps=4)
+    out = ref([a, start], powers)(1.5, np.array([1.0, 2.0, -1.0]))
+    want = np.array([[1.0, 2.0, -1.0]]) * (3.0 ** np.arange(1, 5))[:, None]
+    np.testing.assert_allclose(out, want)
+    assert powers.shape == (4, 3)
+
+
+def test_n_steps_shorter_than_the_sequence():
+    x = gc.placeholder("x", (None,), "float64")
+    ys = gc.scan(lambda xt: xt * 10.0, sequences=x, n_steps=2)
+    np.testing.assert_allclose(ref([x], ys)(np.array([1.0, 2.0, 3.0])), [10.0, 20.0])
+    back = gc.scan(lambda xt: xt * 10.0, sequences=x, n_steps=2, go_backwards=True)
+    np.testing.assert_allclose(ref([x], back)(np.array([1.0, 2.0, 3.0])), [30.0, 20.0])
+    with pytest.raises(gc.ShapeError, match="n_steps=2"):
+        ref([x], ys)(np.array([1.0]))
+
+
+def test_go_backwards_follows_theano_order():
+    x = gc.placeholder("x", (None, 2), "float64")
+    h0 = gc.placeholder("h0", (2,), "float64")
+    ys = gc.scan(lambda xt, h: h * 0.5 + xt, sequences=x, outputs_info=h0, go_backwards=True)
+    xv, hv = RNG.normal(size=(5, 2)), RNG.normal(size=2)
+    h, want = hv, []
+    for t in range(4, -1, -1):  # output step k belongs to input step T-1-k
+        h = h * 0.5 + xv[t]
+        want.append(h)
+    np.testing.assert_allclose(ref([x, h0], ys)(xv, hv), np.stack(want))
+
+
+def _rnn_cost_graph(backwards=False, n_steps=None):
+    x = gc.placeholder("x", (None, 2, 3), "float64")
+    h0 = gc.placeholder("h0", (2, 4), "float64")
+    W = gc.placeholder("W", (3, 4), "float64")
+    U = gc.placeholder("U", (4, 4), "float64")
+    b = gc.placeholder("b", (4,), "float64")
+    # W and U are non_sequences, b is captured by the closure
+    hs = gc.scan(lambda xt, h, w, u: gc.tanh(xt @ w + h @ u + b), sequences=x, outputs_info=h0,
+                 non_sequences=[W, U], go_backwards=backwards, n_steps=n_steps)
+    cost = gc.sum(hs * hs) + gc.sum(gc.sin(hs[-1]))
+    return [x, h0, W, U, b], cost
+
+
+@pytest.mark.parametrize("backwards", [False, True])
+@pytest.mark.parametrize("n_steps", [None, 3])
+def test_bptt_matches_finite_differences(backwards, n_steps):
+    inputs, cost = _rnn_cost_graph(backwards, n_steps)
+    grads = gc.grad(cost, inputs)
+    f_cost = ref(inputs, cost)
+    f_grad = ref(inputs, grads)
+    args = [RNG.normal(size=(5, 2, 3)), RNG.normal(size=(2, 4)), RNG.normal(size=(3, 4)),
+            RNG.normal(size=(4, 4)) * 0.5, RNG.normal(size=4)]
+    got = f_grad(*args)
+    for i in range(len(args)):
+        np.testing.assert_allclose(got[i], numeric_grad(f_cost, args, i), rtol=1e-6, atol=1e-7,
+                                   err_msg=f"gradient of {inputs[i].name}")
+
+
+def test_gradient_through_shared_variable_closure_and_update():
+    W = gc.shared(RNG.normal(size=(3, 3)) * 0.5, name="W")
+    x = gc.placeholder("x", (None, 3), "float64")
+    hs = gc.scan(lambda xt, h: gc.tanh(xt + h @ W), sequences=x, outputs_info=gc.constant(np.zeros(3)))
+    cost = gc.sum(hs[-1])
+    gW = gc.grad(cost, W)
+    xv = RNG.normal(size=(4, 3))
+    w0 = W.get_value()
+
+    def cost_at(w):
+        h = np.zeros(3)
+        for xt in xv:
+            h = np.tanh(xt + h @ w)
+        return h.sum()
+
+    f = gc.function([x], cost, updates=[(W, W - 0.1 * gW)], backend="ref")
+    f(xv)
+    want = w0 - 0.1 * numeric_grad(lambda w: cost_at(w), [w0], 0)
+    np.testing.assert_allclose(W.get_value(), want, rtol=1e-6, atol=1e-8)
+
+
+def test_second_order_hessian_vector_product():
+    inputs, cost = _rnn_cost_graph()
+    W = inputs[2]
+    v = gc.placeholder("v", (3, 4), "float64")
+    gW = gc.grad(cost, W)
+    hvp = gc.grad(gc.sum(gW * v), W)
+    args = [RNG.normal(size=(4, 2, 3)), RNG.normal(size=(2, 4)), RNG.normal(size=(3, 4)),
+            RNG.normal(size=(4, 4)) * 0.5, RNG.normal(size=4)]
+    vv = RNG.normal(size=(3, 4))
+    got = ref(inputs + [v], hvp)(*args, vv)
+    f_g = ref(inputs, gW)
+    eps = 1e-5
+    plus = f_g(*args[:2], args[2] + eps * vv, *args[3:])
+    minus = f_g(*args[:2], args[2] - eps * vv, *args[3:])
+    np.testing.assert_allclose(got, (plus - minus) / (2 * eps), rtol=1e-5, atol=1e-6)
+
+
+def test_nested_scans_forward_and_gradient():
+    x = gc.placeholder("x", (None, None), "float64")  # (outer steps, inner steps)
+    w = gc.placeholder("w", (), "float64")
+
+    def outer(row, acc):
+        inner = gc.scan(lambda e, s: s * w + e, sequences=row, outputs_info=gc.constant(0.0, "float64"))
+        return acc + inner[-1]
+
+    total = gc.scan(outer, sequences=x, outputs_info=gc.constant(0.0, "float64"))
+    cost = total[-1] ** 2
+
+    def cost_np(xv, wv):
+        acc = 0.0
+        for row in xv:
+            s = 0.0
+            for e in row:
+                s = s * wv + e
+            acc += s
+        return acc ** 2
+
+    xv, wv = RNG.normal(size=(3, 4)), np.array(0.7)
+    f = ref([x, w], [cost, *gc.grad(cost, [x, w])])
+    c, gx, gw = f(xv, wv)
+    np.testing.assert_allclose(c, cost_np(xv, wv))
+    np.testing.assert_allclose(gx, numeric_grad(cost_np, [xv, wv], 0), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(gw, numeric_grad(cost_np, [xv, wv], 1), rtol=1e-6, atol=1e-8)
+
+
+def test_length_one_and_call_time_length_mismatch():
+    x = gc.placeholder("x", (None, 2), "float64")
+    y = gc.placeholder("y", (None, 2), "float64")
+    zs = gc.scan(lambda a, b: a * b, sequences=[x, y])
+    f = ref([x, y], zs)
+    np.testing.assert_allclose(f(np.ones((1, 2)), np.full((1, 2), 3.0)), [[3.0, 3.0]])
+    with pytest.raises(gc.ShapeError, match="different lengths"):
+        f(np.ones((3, 2)), np.ones((4, 2)))
+
+
+def test_construction_errors():
+    x = gc.placeholder("x", (None, 3))
+    h0 = gc.placeholder("h0", (3,))
+    with pytest.raises(gc.ShapeError, match="shape"):
+        gc.scan(lambda xt, h: gc.sum(h), sequences=x, outputs_info=h0)
+    with pytest.raises(gc.ShapeError, match="float64"):
+        gc.scan(lambda xt, h: (h + xt).astype("float64"), sequences=x, outputs_info=h0)
+    with pytest.raises(gc.ShapeError, match="2 output"):
+        gc.scan(lambda xt, h: (h, h), sequences=x, outputs_info=h0)
+    with pytest.raises(gc.ShapeError, match="n_steps"):
+        gc.scan(lambda h: h, outputs_info=h0)
+    with pytest.raises(gc.ShapeError, match="different lengths"):
+        gc.scan(lambda a, b: a + b, sequences=[gc.placeholder("a", (3, 2)), gc.placeholder("b", (4, 2))])
+    with pytest.raises(TypeError, match="callable"):
+        gc.scan(3, sequences=x)
+    with pytest.raises(TypeError, match="n_steps"):
+        gc.scan(lambda h: h, outputs_info=h0, n_steps=-1)
+
+
+def test_jacobian_and_hessian_against_closed_forms():
+    x = gc.placeholder("x", (3,), "float64")
+    A = RNG.normal(size=(2, 3))
+    y = gc.tanh(gc.constant(A) @ x)
+    J = gc.jacobian(y, x)
+    assert J.shape == (2, 3)
+    xv = RNG.normal(size=3)
+    want_J = (1 - np.tanh(A @ xv) ** 2)[:, None] * A
+    np.testing.assert_allclose(ref([x], J)(xv), want_J, rtol=1e-12)
+    H = gc.hessian(gc.sum(gc.exp(x) * x[0]), x)
+    e = np.exp(xv)
+    want_H = np.diag(e * xv[0])  # f = x0 * sum(e^x); d2f/dx0^2 = (x0 + 2) e^x0
+    want_H[0, :] += e
+    want_H[:, 0] += e
+    np.testing.assert_allclose(ref([x], H)(xv), want_H, rtol=1e-10)
+
+
+def test_jacobian_of_a_matrix_wrt_weights():
+    W = gc.placeholder("W", (2, 3), "float64")
+    v = gc.constant(np.array([1.0, -2.0]))
+    y = gc.sigmoid(v @ W)  # shape (3,)
+    J = gc.jacobian(y, W)
+    assert J.shape == (3, 2, 3)
+    Wv = RNG.normal(size=(2, 3))
+    got = ref([W], J)(Wv)
+    s = 1 / (1 + np.exp(-(np.array([1.0, -2.0]) @ Wv)))
+    want = np.zeros((3, 2, 3))
+    for j in range(3):
+        want[j, :, j] = s[j] * (1 - s[j]) * np.array([1.0, -2.0])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_vjp_contract():
+    x = gc.placeholder("x", (2, 3), "float64")
+    y1, y2 = gc.exp(x), gc.sum(x * x, axis=1)
+    c1 = gc.placeholder("c1", (2, 3), "float64")
+    c2 = gc.placeholder("c2", (2,), "float64")
+    g = gc.vjp([y1, y2], x, [c1, c2])
+    xv, c1v, c2v = RNG.normal(size=(2, 3)), RNG.normal(size=(2, 3)), RNG.normal(size=2)
+    np.testing.assert_allclose(ref([x, c1, c2], g)(xv, c1v, c2v), np.exp(xv) * c1v + 2 * xv * c2v[:, None])
+    cost = gc.sum(gc.exp(x))
+    (a,) = gc.vjp(cost, [x], gc.constant(1.0, "float64"))
+    np.testing.assert_allclose(ref([x], a)(xv), ref([x], gc.grad(cost, x))(xv))
+    with pytest.raises(gc.ShapeError, match="cotangents"):
+        gc.vjp(y2, x, c1)
+    with pytest.raises(gc.DTypeError, match="float32"):
+        gc.vjp(y2, x, gc.placeholder("c", (2,), "float32"))
+    with pytest.raises(gc.GradError, match="1 output"):
+        gc.vjp(y2, x, [c2, c2])
