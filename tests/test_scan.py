@@ -1,8 +1,5 @@
-"""gc.scan's contract on the reference backend: forward against NumPy loops, BPTT against finite
+"""gc.scan's contract on ref and C: forward against NumPy loops, BPTT against finite
 differences, second order, nesting, go_backwards, call-time lengths, and each construction error.
-
-The C and CUDA lowerings of scan (one native loop) are not written yet; these tests pin the
-semantics they will be checked against.
 """
 
 import numpy as np
@@ -12,10 +9,12 @@ import graphc as gc
 from tests.conftest import numeric_grad
 
 RNG = np.random.default_rng(0)
+# every test runs once on ref and once on C (the `backend` fixture sets the default backend)
+pytestmark = pytest.mark.usefixtures("backend")
 
 
 def ref(inputs, outputs):
-    return gc.function(inputs, outputs, backend="ref")
+    return gc.function(inputs, outputs)
 
 
 def rnn_numpy(x, h0, W, U, b, backwards=False):
@@ -136,7 +135,7 @@ def test_gradient_through_shared_variable_closure_and_update():
             h = np.tanh(xt + h @ w)
         return h.sum()
 
-    f = gc.function([x], cost, updates=[(W, W - 0.1 * gW)], backend="ref")
+    f = gc.function([x], cost, updates=[(W, W - 0.1 * gW)])
     f(xv)
     want = w0 - 0.1 * numeric_grad(lambda w: cost_at(w), [w0], 0)
     np.testing.assert_allclose(W.get_value(), want, rtol=1e-6, atol=1e-8)

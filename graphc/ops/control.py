@@ -110,13 +110,13 @@ class Scan(Op):
             raise ShapeError("scan: n_steps is unknown and there is no sequence to take it from")
         return lengths[0]
 
-    def _inner_shapes(self, shapes) -> list[tuple]:
+    def inner_shapes(self, shapes) -> list[tuple]:
         seqs = [tuple(s[1:]) for s in shapes[: self.n_seqs]]
         return seqs + [tuple(s) for s in shapes[self.n_seqs:]]
 
     def infer_shape(self, node, shapes):
         steps = self._length(shapes[: self.n_seqs])
-        step_shapes = self.body.step_shapes(self._inner_shapes(shapes))
+        step_shapes = self.body.step_shapes(self.inner_shapes(shapes))
         states = shapes[self.n_seqs: self.n_seqs + self.n_states]
         for k, (j, s) in enumerate(zip(self.state_of, step_shapes)):
             if j >= 0 and tuple(s) != tuple(states[j]):
@@ -153,7 +153,7 @@ class Scan(Op):
             elif stacked[k]:
                 results.append(np.stack(stacked[k]))
             else:
-                shape = self.body.step_shapes(self._inner_shapes([a.shape for a in arrays]))[k]
+                shape = self.body.step_shapes(self.inner_shapes([a.shape for a in arrays]))[k]
                 results.append(np.zeros((0, *shape), o.dtype))
         return tuple(results)
 

@@ -119,6 +119,10 @@ def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha: str = "1") -> str:
 
 def op_kernel(em, name: str, k, index: int) -> str:
     node = k.nodes[0]
+    if node.op.inner_graph:
+        from .emit_scan import scan_kernel
+
+        return scan_kernel(em, name, node, index)
     fn = _OPS.get(node.op.name) or _OPS.get(type(node.op).__name__)
     if fn is None:
         raise NotImplementedError(f"C backend: no emitter for op {node.op.name}")
