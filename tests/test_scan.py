@@ -264,3 +264,31 @@ def test_vjp_contract():
         gc.vjp(y2, x, gc.placeholder("c", (2,), "float32"))
     with pytest.raises(gc.GradError, match="1 output"):
         gc.vjp(y2, x, [c2, c2])
+
+
+def test_random_ops_draw_fresh_numbers_each_step_and_call():
+    x = gc.placeholder("x", (None, 3), "float32")
+    noisy = gc.scan(lambda xt: xt + gc.random.normal((3,), seed=5), sequences=x)
+    f = ref([x], noisy)
+    a = f(np.zeros((4, 3), "float32"))
+    b = f(np.zeros((4, 3), "float32"))
+    assert len({tuple(r) for r in a}) == 4  # a new draw at every step
+    assert not np.array_equal(a, b)  # and at every call
+    assert abs(float(np.concatenate([a, b]).std()) - 1.0) < 0.5
+
+
+def test_random_draws_in_scan_are_identical_on_ref_and_c():
+    x = gc.placeholder("x", (None, 2), "float64")
+    ys = gc.scan(lambda xt, h: h * 0.5 + xt * gc.random.uniform((2,), seed=3, dtype="float64"),
+                 sequences=x, outputs_info=gc.constant(np.zeros(2)))
+    xv = RNG.normal(size=(6, 2))
+    f_ref = gc.function([x], ys, backend="ref")
+    f_c = gc.function([x], ys, backend="c")
+    state = [(v, v.get_value()) for v in f_ref.graph.shared]
+    want = [f_ref(xv), f_ref(xv)]
+    for v, value in state:  # both functions draw from the same counters: rewind them
+        v.set_value(value)
+    got = [f_c(xv), f_c(xv)]
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert not np.array_equal(want[0], want[1])

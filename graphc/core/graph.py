@@ -204,6 +204,11 @@ class Op:
     #: True for ops that hold a step graph (scan): their vjp takes ``vjp=`` (autodiff's primitive)
     inner_graph = False
 
+    def rng_counters(self, node: Node) -> list:
+        """The hidden call counters (int64 shared scalars) this node draws with; a function
+        advances each by one per call, so every call draws fresh numbers."""
+        return []
+
     @property
     def name(self) -> str:
         n = type(self).__name__

@@ -71,6 +71,8 @@ class Scan(Op):
     keep: tuple
     n_steps: int | None
     go_backwards: bool = False
+    #: the call counters of random ops in the step graph (each is also a state, see `_build`)
+    counters: tuple = ()
 
     inner_graph = True
     differentiable = True
@@ -84,6 +86,9 @@ class Scan(Op):
     @property
     def name(self) -> str:
         return "scan"
+
+    def rng_counters(self, node):
+        return list(self.counters)
 
     def infer(self, *types: TensorType) -> tuple[TensorType, ...]:
         seq_types = types[: self.n_seqs]
@@ -192,10 +197,6 @@ def _close_over(inner: list[Placeholder], outputs: list[Var]) -> tuple[list[Var]
                 if id(v) not in dep and not isinstance(v, Constant):
                     captured.setdefault(id(v), v)
     outer = list(captured.values())
-    for node in toposort(outputs):
-        if node.op.name.startswith("random_") and any(id(o) in dep for o in node.outputs):
-            raise NotImplementedError("scan: random ops inside the step function are not supported yet; "
-                                      "draw the noise outside as a sequence (shape (T, ...))")
     places = [Placeholder(v.type, name=f"captured{i}") for i, v in enumerate(outer)]
     new_outputs = clone_replace(outputs, dict(zip(outer, places))) if outer else list(outputs)
     return outer, places, new_outputs
@@ -276,14 +277,39 @@ def _build(fn, sequences, infos, non_sequences, n_steps, go_backwards, keep_last
                                       f"shape {init.shape}")
         state_of.append(j)
         j += 1
+    n_user = len(outs)
+    # Random ops draw with call number counter * 2**32 + t at step t: a hidden int64 state per
+    # counter, so each step (and each call) gets fresh numbers, the same on every backend.
+    counters = _random_counters(outs)
+    if counters:
+        from ..core import clone_replace, constant
+
+        steps_in = [Placeholder(TensorType("int64", ()), name=f"rng_step{i}") for i in range(len(counters))]
+        outs = clone_replace(outs, dict(zip(counters, steps_in))) + [p + constant(1, "int64") for p in steps_in]
+        states = states + [c * constant(2 ** 32, "int64") for c in counters]
+        state_in = state_in + steps_in
+        state_of = state_of + list(range(j, j + len(counters)))
+        keep_last = tuple(keep_last) + tuple(range(n_user, len(outs)))
     inner = seq_in + state_in + nonseq_in
     captured, captured_in, outs = _close_over(inner, outs)
     body = ScanBody(inner + captured_in, outs)
     keep = tuple("last" if k in keep_last else "all" for k in range(len(outs)))
     op = Scan(body, len(seqs), len(states), len(nonseqs) + len(captured), tuple(state_of), keep,
-              None if n_steps is None else int(n_steps), bool(go_backwards))
+              None if n_steps is None else int(n_steps), bool(go_backwards), tuple(counters))
     ys = op(*seqs, *states, *nonseqs, *captured)
-    return [ys] if op.nout == 1 else list(ys)
+    ys = [ys] if op.nout == 1 else list(ys)
+    return ys[:n_user]
+
+
+def _random_counters(outputs: Sequence[Var]) -> list[Var]:
+    from ..core import SharedVar
+
+    found: dict[int, Var] = {}
+    for node in toposort(outputs):
+        for c in node.op.rng_counters(node):
+            if isinstance(c, SharedVar):
+                found.setdefault(id(c), c)
+    return list(found.values())
 
 
 def _scan_vjp(op: Scan, node, cotangents, vjp) -> list[Var | None]:
@@ -302,7 +328,7 @@ def _scan_vjp(op: Scan, node, cotangents, vjp) -> list[Var | None]:
     if any(k == "last" for k in op.keep):
         # the stored states are needed: differentiate the full-history form of this scan
         full = Scan(body, n_seqs, n_states, op.n_nonseqs, op.state_of, ("all",) * op.nout, op.n_steps,
-                    op.go_backwards)
+                    op.go_backwards, op.counters)
         ys = list(full(*node.inputs)) if full.nout > 1 else [full(*node.inputs)]
         cts = []
         for k, g in enumerate(cotangents):

@@ -99,6 +99,9 @@ class Random(Op):
     def vjp(self, node, cotangents):
         return [None] * len(node.inputs)
 
+    def rng_counters(self, node):
+        return [node.inputs[0]]
+
 
 def counter_of(node) -> SharedVar:
     """The hidden call counter of a random node (its implicit update is ``counter + 1``)."""
