@@ -16,6 +16,7 @@ the inference graph. Both graphs share the same weights.
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -33,6 +34,23 @@ ACTIVATIONS: dict[str, Callable[[Var], Var]] = {
     "linear": lambda x: x, "relu": ops.relu, "sigmoid": ops.sigmoid, "tanh": ops.tanh, "softplus": ops.softplus,
     "elu": ops.elu, "leaky_relu": ops.leaky_relu, "softmax": ops.softmax, "exp": ops.exp,
 }
+
+
+#: Var -> its (batch, time) bool mask, set by Embedding(mask_zero=True) and passed on by layers
+#: that support masking (Keras' mask propagation); recurrent layers skip the padded steps
+_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def mask_of(x: Var) -> Var | None:
+    """The (batch, time) mask attached to `x` (True where a step is real), or None."""
+    return _MASKS.get(x)
+
+
+def set_mask(x: Var, mask: Var | None) -> Var:
+    """Attach `mask` to `x` (for layers that produce or pass on masks); returns `x`."""
+    if mask is not None:
+        _MASKS[x] = mask
+    return x
 
 
 def get_activation(activation) -> Callable[[Var], Var]:
@@ -58,6 +76,9 @@ def Input(shape, dtype: str = "float32", name: str = "input") -> Var:  # noqa: N
 class Layer:
     """Base class: `params` (trainable shared variables), `state` (non-trainable ones),
     `updates` (state updates made by the last training call)."""
+
+    #: pass the input's mask on to the output (Keras' supports_masking)
+    supports_masking = False
 
     def __init__(self, name: str | None = None, seed: int | None = None):
         kind = type(self).__name__.lower()
@@ -86,6 +107,8 @@ class Layer:
             raise shape_error(self.name, f"was built for inputs of shape {self.input_shape}, got {x.shape}")
         out = self.call(x, training)
         self.output_shape = out.shape
+        if self.supports_masking and isinstance(out, Var):
+            set_mask(out, mask_of(x))
         return out
 
     def add_weight(self, name: str, shape: tuple, initializer="zeros", trainable: bool = True) -> SharedVar:
@@ -116,6 +139,8 @@ class Dense(Layer):
     200960
     """
 
+    supports_masking = True
+
     def __init__(self, units: int, activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", name: str | None = None, seed: int | None = None):
         super().__init__(name, seed)
@@ -141,6 +166,8 @@ class Dense(Layer):
 class Activation(Layer):
     """Apply an activation by name ("relu", "tanh", ...) or callable."""
 
+    supports_masking = True
+
     def __init__(self, activation, name: str | None = None):
         super().__init__(name)
         self.activation = get_activation(activation)
@@ -162,6 +189,8 @@ class Flatten(Layer):
 class Dropout(Layer):
     """Zero a fraction `rate` of the inputs in training (scaling the rest by 1/(1-rate));
     the identity at evaluation. Each layer draws from its own Philox stream (its seed)."""
+
+    supports_masking = True
 
     def __init__(self, rate: float, seed: int | None = None, name: str | None = None):
         super().__init__(name, seed)
@@ -225,10 +254,12 @@ class BatchNormalization(Layer):
 class Embedding(Layer):
     """Map integer ids in [0, input_dim) to rows of a (input_dim, output_dim) table."""
 
-    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform", name: str | None = None,
-                 seed: int | None = None):
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform", mask_zero: bool = False,
+                 name: str | None = None, seed: int | None = None):
         super().__init__(name, seed)
         self.input_dim, self.output_dim, self.initializer = int(input_dim), int(output_dim), embeddings_initializer
+        #: id 0 is padding: the output carries a mask that recurrent layers skip (Keras)
+        self.mask_zero = bool(mask_zero)
 
     def build(self, input_shape):
         self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim), self.initializer)
@@ -236,7 +267,8 @@ class Embedding(Layer):
     def call(self, x, training):
         if not x.dtype.startswith("int"):
             x = ops.cast(x, "int32")
-        return ops.take(self.embeddings, x, axis=0)
+        out = ops.take(self.embeddings, x, axis=0)
+        return set_mask(out, ops.not_equal(x, 0)) if self.mask_zero else out
 
 
 class Sequential(Layer):
