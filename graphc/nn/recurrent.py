@@ -168,10 +168,6 @@ class RNN(Layer):
         raise NotImplementedError
 
 
-def _gate(z: Var, j: int, units: int) -> Var:
-    return z[..., j * units:(j + 1) * units]
-
-
 class SimpleRNN(RNN):
     """``h_t = activation(x_t @ kernel + h_{t-1} @ recurrent_kernel + bias)`` (Keras' SimpleRNN)."""
 
@@ -201,12 +197,10 @@ class LSTM(RNN):
         return b
 
     def cell(self, xw_t, prev, fed):
-        u = self.units
         z = xw_t + ops.matmul(fed[0], self.recurrent_kernel)
-        i = self.recurrent_activation(_gate(z, 0, u))
-        f = self.recurrent_activation(_gate(z, 1, u))
-        g = self.activation(_gate(z, 2, u))
-        o = self.recurrent_activation(_gate(z, 3, u))
+        zi, zf, zg, zo = ops.split(z, [self.units] * 4, axis=-1)  # one kernel; its gradient one concatenate
+        i, f, o = (self.recurrent_activation(v) for v in (zi, zf, zo))
+        g = self.activation(zg)
         c = f * prev[1] + i * g
         h = o * self.activation(c)
         return h, [h, c]
@@ -233,13 +227,14 @@ class GRU(RNN):
         return xw + self.bias[0] if self.bias is not None else xw
 
     def cell(self, xw_t, prev, fed):
-        u = self.units
         rec = ops.matmul(fed[0], self.recurrent_kernel)
         if self.bias is not None:
             rec = rec + self.bias[1]
-        z = self.recurrent_activation(_gate(xw_t, 0, u) + _gate(rec, 0, u))
-        r = self.recurrent_activation(_gate(xw_t, 1, u) + _gate(rec, 1, u))
-        hh = self.activation(_gate(xw_t, 2, u) + r * _gate(rec, 2, u))
+        xz, xr, xh = ops.split(xw_t, [self.units] * 3, axis=-1)
+        rz, rr, rh = ops.split(rec, [self.units] * 3, axis=-1)
+        z = self.recurrent_activation(xz + rz)
+        r = self.recurrent_activation(xr + rr)
+        hh = self.activation(xh + r * rh)
         h = z * prev[0] + (1.0 - z) * hh
         return h, [h]
 

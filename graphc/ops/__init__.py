@@ -89,6 +89,7 @@ from .shape import (
     getitem,
     one_hot,
     reshape,
+    split,
     squeeze,
     stack,
     stop_gradient,

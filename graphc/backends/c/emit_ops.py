@@ -60,6 +60,12 @@ def matmul(em, name: str, k) -> str:
             lines.append(f"    for (int64_t j = 0; j < m; j++) c[i*m + j] = {bp}[j];")
         beta = "1"
     batch = mm.shape[:-2]
+    if batch and not ta and a.ndim == mm.ndim and _batch_strides(em, b, mm) == ["0"] * len(batch) \
+            and "0" not in _batch_strides(em, a, mm):
+        # (..., n, k) @ (k, m) with a shared right operand: the batch rows stack into one gemm
+        n = f"({em.size(mm, range(len(batch)))})*({n})"
+        lines[0] = f"  const int64_t n = {n}, m = {m}, kk = {kk};"
+        batch = ()
     if batch:
         nb = em.size(mm, range(len(batch)))
         sa = _batch_strides(em, a, mm)
