@@ -316,7 +316,8 @@ def _scan_vjp(op: Scan, node, cotangents, vjp) -> list[Var | None]:
     """BPTT: a scan over the reversed steps whose carries are the state cotangents and the
     accumulated gradients of the non-sequences (kept only at their final value)."""
     from ..core import clone_replace, is_float
-    from .shape import concatenate, expand_dims, getitem, zeros_like
+    from .linalg import matmul
+    from .shape import concatenate, expand_dims, getitem, reshape, swap_last, zeros_like
 
     body = op.body
     n_seqs, n_states = op.n_seqs, op.n_states
@@ -356,13 +357,20 @@ def _scan_vjp(op: Scan, node, cotangents, vjp) -> list[Var | None]:
         aligned = [getitem(s, slice(0, op.n_steps)) for s in aligned]
     n_x, n_h, n_a = len(float_seqs), len(float_states), len(float_nonseqs)
 
+    # Weight gradients of the form sum_t a_t^T b_t (every `h_t @ W` in the step) are pushed out
+    # of the loop: the backward scan only stacks a_t and b_t, and one large gemm after it forms
+    # the sum, instead of a small accumulating gemm per step. A dry trace of the step finds
+    # those terms, so the backward scan knows its outputs before it is built.
+    plan: list[tuple[bool, int]] = []  # per float non-sequence: (has an accumulator, pushed pairs)
+
     def step(*args):
         a = list(args)
         x_t, a = a[:n_seqs], a[n_seqs:]
         h_prev, a = a[:n_states], a[n_states:]
         g_t, a = a[:len(float_out)], a[len(float_out):]
         dh, a = a[:n_h], a[n_h:]
-        acc, ns = a[:n_a], a[n_a:]
+        n_acc = sum(1 for has, _ in plan if has) if tracing[0] is False else 0
+        acc, ns = a[:n_acc], a[n_acc:]
         outs = clone_replace(list(body.outputs), dict(zip(body.inputs, [*x_t, *h_prev, *ns])))
         dh_of = dict(zip(float_states, dh))
         out_cts = []
@@ -373,11 +381,32 @@ def _scan_vjp(op: Scan, node, cotangents, vjp) -> list[Var | None]:
         grads = vjp([outs[k] for k in float_out], wrt, out_cts) if wrt and float_out else \
             [zeros_like(w) for w in wrt]
         g_x, g_h, g_ns = grads[:n_x], grads[n_x:n_x + n_h], grads[n_x + n_h:]
-        return (*g_x, *g_h, *[p + g for p, g in zip(acc, g_ns)])
+        new_acc, pairs = [], []
+        acc_iter = iter(acc)
+        for g in g_ns:
+            terms, rest = _outer_product_terms(g)
+            if tracing[0]:
+                plan.append((rest is not None, len(terms)))
+                continue
+            if rest is not None:
+                new_acc.append(next(acc_iter) + rest)
+            for u, v in terms:
+                pairs += [u, v]
+        return (*g_x, *g_h, *new_acc, *pairs)
 
+    # the dry trace: the step on placeholders of the backward scan's inner types
+    tracing = [True]
+    seq_vars = aligned + prev + [cts[k] for k in float_out]
+    step(*[Placeholder(TensorType(v.dtype, v.shape[1:])) for v in seq_vars],
+         *[Placeholder(inits[j].type) for j in float_states],
+         *[Placeholder(v.type) for v in nonseqs])
+    tracing[0] = False
+    acc_for = [i for i, (has, _) in zip(float_nonseqs, plan) if has]
+    n_pairs = sum(n for _, n in plan)
     outputs_info = [None] * n_x + [zeros_like(inits[j]) for j in float_states] + \
-        [zeros_like(nonseqs[i]) for i in float_nonseqs]
-    res = _build(step, aligned + prev + [cts[k] for k in float_out], outputs_info, nonseqs, None, True,
+        [zeros_like(nonseqs[i]) for i in acc_for] + [None] * (2 * n_pairs)
+    n_a = len(acc_for)
+    res = _build(step, seq_vars, outputs_info, nonseqs, None, True,
                  keep_last=tuple(range(n_x, n_x + n_h + n_a)))
     grads: list[Var | None] = [None] * len(node.inputs)
     for g, i in zip(res[:n_x], float_seqs):
@@ -388,6 +417,47 @@ def _scan_vjp(op: Scan, node, cotangents, vjp) -> list[Var | None]:
         grads[i] = getitem(g, slice(None, None, -1)) if op.go_backwards else g
     for g, j in zip(res[n_x:n_x + n_h], float_states):
         grads[n_seqs + j] = g
-    for g, i in zip(res[n_x + n_h:], float_nonseqs):
+    for g, i in zip(res[n_x + n_h:n_x + n_h + n_a], acc_for):
         grads[n_seqs + n_states + i] = g
+    stacked_pairs = iter(res[n_x + n_h + n_a:])
+    for i, (_, n) in zip(float_nonseqs, plan):
+        for _ in range(n):
+            u, v = next(stacked_pairs), next(stacked_pairs)
+            # sum_t u_t^T v_t as one gemm over the stacked rows (T*B, .)
+            total = matmul(swap_last(reshape(u, (-1, u.shape[-1]))), reshape(v, (-1, v.shape[-1])))
+            k = n_seqs + n_states + i
+            grads[k] = total if grads[k] is None else grads[k] + total
+    for i in float_nonseqs:  # a weight the step does not use
+        k = n_seqs + n_states + i
+        if grads[k] is None:
+            grads[k] = zeros_like(nonseqs[i])
     return grads
+
+
+def _outer_product_terms(g: Var) -> tuple[list[tuple[Var, Var]], Var | None]:
+    """Split a per-step weight gradient into terms ``matmul(transpose(u), v)`` (2-D u, v with
+    static trailing sizes) and the rest (None when nothing is left)."""
+    from .elementwise import Elemwise
+    from .linalg import Matmul
+    from .shape import Transpose
+
+    terms, rest, stack = [], [], [g]
+    while stack:
+        v = stack.pop()
+        node = v.owner
+        if node is not None and isinstance(node.op, Elemwise) and node.op.scalar == "add" and \
+                all(x.shape == v.shape for x in node.inputs):
+            stack.extend(node.inputs)
+            continue
+        if node is not None and isinstance(node.op, Matmul) and v.ndim == 2:
+            t, w = node.inputs
+            if t.owner is not None and isinstance(t.owner.op, Transpose) and t.owner.op.perm == (1, 0):
+                u = t.owner.inputs[0]
+                if u.shape[-1] is not None and w.shape[-1] is not None:
+                    terms.append((u, w))
+                    continue
+        rest.append(v)
+    acc = None
+    for v in rest:
+        acc = v if acc is None else acc + v
+    return terms, acc
