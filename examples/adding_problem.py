@@ -5,6 +5,8 @@ below it has learnt to carry the marked values across the sequence.
     .venv/bin/python examples/adding_problem.py [--steps 3000] [--plot adding_problem.png]
 """
 
+from __future__ import annotations
+
 import argparse
 import time
 
@@ -27,12 +29,12 @@ def adding_data(n: int, steps: int, rng: np.random.Generator) -> tuple[np.ndarra
     return x, y
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=3000, help="optimizer steps at batch 50")
     p.add_argument("--length", type=int, default=100, help="sequence length T")
     p.add_argument("--plot", default="adding_problem.png")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     rng = np.random.default_rng(0)
     x_train, y_train = adding_data(10000, args.length, rng)
     x_test, y_test = adding_data(1000, args.length, rng)
@@ -43,6 +45,12 @@ if __name__ == "__main__":
                            epochs=epochs, batch_size=50, validation_data=(x_test, y_test), plot=args.plot,
                            verbose=2)
     mse = history.trainer.evaluate(x_test, y_test)["loss"]
-    print(f"test MSE {mse:.4f} (predicting the mean: {float(np.var(y_test)):.4f}) after {epochs} epochs "
-          f"in {time.perf_counter() - start:.1f} s")
+    baseline = float(np.var(y_test))
+    seconds = time.perf_counter() - start
+    print(f"test MSE {mse:.4f} (predicting the mean: {baseline:.4f}) after {epochs} epochs in {seconds:.1f} s")
     print(f"wrote {args.plot}")
+    return {"mse": mse, "baseline": baseline, "seconds": seconds}
+
+
+if __name__ == "__main__":
+    main()

@@ -184,3 +184,19 @@ def test_argument_errors():
         nn.SimpleRNN(4)(gc.placeholder("x", (None, 3)))
     with pytest.raises(TypeError, match="recurrent layer"):
         nn.Bidirectional(nn.Dense(3))
+
+
+def test_recurrent_examples_train_a_few_steps(tmp_path):
+    """The examples' models: the loss falls within a few steps (the slow tests train them fully)."""
+    import importlib.util
+    import os
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("adding", os.path.join(root, "examples", "adding_problem.py"))
+    adding = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(adding)
+    x, y = adding.adding_data(64, 12, np.random.default_rng(0))
+    model = nn.Sequential([nn.LSTM(8, seed=1), nn.Dense(1, seed=2)], input_shape=(12, 2))
+    history = gc.train.fit(model, x, y, loss="mse", metrics=(), optimizer=gc.optim.Adam(1e-2), epochs=8,
+                           batch_size=16, verbose=0)
+    assert history["loss"][-1] < 0.7 * history["loss"][0]
