@@ -321,3 +321,35 @@ def test_readme_scan_example_runs():
     xv, hv = rng.normal(size=(7, 4, 8)).astype("float32"), rng.normal(size=(4, 16)).astype("float32")
     losses = [float(step(xv, hv)) for _ in range(20)]
     assert losses[-1] < losses[0]
+
+
+def test_scan_pass_keeps_only_the_last_step_and_prunes_unread_outputs():
+    x = gc.placeholder("x", (None, 3, 4), "float64")
+    W = gc.constant(RNG.normal(size=(4, 4)) * 0.5)
+
+    def step(xt, h):
+        h_new = gc.tanh(xt + h @ W)
+        return h_new, gc.sum(h_new * h_new)  # the second output is never read
+
+    hs, _norms = gc.scan(step, sequences=x, outputs_info=[gc.constant(np.zeros((3, 4))), None])
+    out = hs[-1, 1:]
+    f = ref([x], out)
+    plain = gc.function([x], out, exclude_passes=("scan",))
+    scans = [n for n in f.graph.nodes if n.op.name == "scan"]
+    assert [n.op.keep for n in scans] == [("last",)]  # one output left, kept at its final value
+    xv = RNG.normal(size=(6, 3, 4))
+    np.testing.assert_allclose(f(xv), plain(xv), rtol=1e-12)
+    np.testing.assert_allclose(f(xv[:1]), plain(xv[:1]), rtol=1e-12)
+    if f.backend == "c":  # no T-long buffer in the workspace any more
+        assert f.memory_bytes < plain.memory_bytes
+
+
+def test_scan_pass_leaves_outputs_that_bptt_reads():
+    x = gc.placeholder("x", (None, 2), "float64")
+    hs = gc.scan(lambda xt, h: gc.sin(h) + xt, sequences=x, outputs_info=gc.constant(np.zeros(2)))
+    g = gc.grad(gc.sum(hs[-1]), x)
+    f = ref([x], [hs[-1], g])
+    plain = gc.function([x], [hs[-1], g], exclude_passes=("scan",))
+    xv = RNG.normal(size=(5, 2))
+    for a, b in zip(f(xv), plain(xv)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
