@@ -3,7 +3,10 @@ finite-difference helpers."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
@@ -11,6 +14,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import graphc as gc
+
+# A throw-away compile cache for the whole session (removed at exit), so the suite never fills
+# the user's real one; an explicit GRAPHC_CACHE_DIR is kept (to reuse a warm cache on purpose).
+if not os.environ.get("GRAPHC_CACHE_DIR"):
+    _cache = tempfile.mkdtemp(prefix="graphc-test-cache-")
+    os.environ["GRAPHC_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 settings.register_profile("default", max_examples=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

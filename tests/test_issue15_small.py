@@ -42,3 +42,57 @@ def test_compiler_that_writes_nothing_is_a_compile_error(tmp_path, monkeypatch):
     x, y = _fresh_graph()
     with pytest.raises(CompileError, match="status 0 but wrote no library"):
         gc.function([x], y, backend="c")
+
+
+def test_suite_uses_a_temporary_compile_cache():
+    # conftest sets it before any test runs; the user's ~/.cache/graphc is never the default here
+    assert build.cache_dir() != build.cache_dir({"HOME": os.path.expanduser("~")})
+
+
+def test_set_value_overflow_is_an_error():
+    w = gc.shared(np.zeros(2, "float32"), name="w")
+    with pytest.raises(gc.DTypeError, match="overflows float32"):
+        w.set_value(np.array([1.0, 1e300]))
+    np.testing.assert_array_equal(w.get_value(), [0, 0])
+    w.set_value(np.array([1.0, np.inf]))  # inf stays inf: only finite values that would overflow
+    assert np.isinf(w.get_value()[1])
+    w.set_value(np.array([3e38, -3e38]))   # within float32's range
+    assert np.isfinite(w.get_value()).all()
+
+
+def test_graphc_ops_into_a_closed_pipe_exits_quietly():
+    import subprocess
+    import sys
+
+    code = "import sys; from graphc.cli import main; sys.exit(main(['ops']))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    p.stdout.readline()
+    p.stdout.close()  # as `| head -1` does
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0, err
+    assert "BrokenPipeError" not in err and "Traceback" not in err, err
+
+
+def test_help_describes_the_mnist_demo():
+    from graphc.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "MNIST" in text and "XOR" not in text
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"].format_help()
+    assert "MNIST" in demo and "XOR" not in demo
+
+
+def test_demo_falls_back_to_ref_without_a_compiler(monkeypatch):
+    from graphc import demo
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    said = []
+    assert demo.demo_backend(warn=said.append) == "ref"
+    assert len(said) == 1 and "no C compiler" in said[0] and "\n" not in said[0]
+    r = demo.gradient_graph_demo(out=lambda *a: None, backend="ref")
+    assert r["grad"] == [-4.0, -4.0, 3.0]
+    lines = []
+    r = demo.mnist_mlp_demo(epochs=1, hidden=8, plot=None, out=lines.append, backend="ref")
+    assert r["backend"] == "ref" and r["speedup_iqr"][0] <= r["speedup_median"] <= r["speedup_iqr"][1]
+    assert "interquartile" in lines[-1]
