@@ -96,3 +96,32 @@ def test_demo_falls_back_to_ref_without_a_compiler(monkeypatch):
     r = demo.mnist_mlp_demo(epochs=1, hidden=8, plot=None, out=lines.append, backend="ref")
     assert r["backend"] == "ref" and r["speedup_iqr"][0] <= r["speedup_median"] <= r["speedup_iqr"][1]
     assert "interquartile" in lines[-1]
+
+
+@pytest.mark.parametrize("backend", ["ref", "c"])
+def test_bool_arithmetic_follows_numpy(backend):
+    b = gc.placeholder("b", (3,), "bool")
+    i = gc.placeholder("i", (3,), "int32")
+    f = gc.function([b, i], [b + b, gc.maximum(i, b + b), (b + b) / 2.0, gc.square(b)], backend=backend)
+    bv, iv = np.array([True, False, True]), np.array([0, 0, -1], "int32")
+    s, m, h, sq = f(bv, iv)
+    assert s.dtype == bool and s.tolist() == (bv + bv).tolist()
+    assert m.tolist() == np.maximum(iv, bv + bv).tolist() == [1, 0, 1]
+    np.testing.assert_array_equal(h, (bv + bv) / 2.0)  # 0.5, not 1.0
+    assert sq.dtype.kind == "i" and sq.tolist() == np.square(bv).tolist()  # NumPy: int8; graphc: int32
+    with pytest.raises(gc.DTypeError, match="bool"):
+        b - b
+
+
+@pytest.mark.parametrize("backend", ["ref", "c"])
+def test_integer_negative_powers(backend):
+    x = gc.placeholder("x", (5,), "int32")
+    with pytest.raises(gc.DTypeError, match="negative integer powers are not allowed"):
+        x ** -2
+    with pytest.raises(gc.DTypeError, match="negative integer powers"):
+        x ** gc.constant(np.array([1, -1], "int32"))
+    e = gc.placeholder("e", (5,), "int32")
+    out = gc.function([x, e], x ** e, backend=backend)(np.array([2, 1, -1, -1, 3], "int32"),
+                                                       np.array([-2, -3, -3, -2, 2], "int32"))
+    # the documented rule: 1/x**n truncated toward zero, the same on every backend
+    assert out.tolist() == [0, 1, -1, 1, 9]
