@@ -125,3 +125,17 @@ def test_integer_negative_powers(backend):
                                                        np.array([-2, -3, -3, -2, 2], "int32"))
     # the documented rule: 1/x**n truncated toward zero, the same on every backend
     assert out.tolist() == [0, 1, -1, 1, 9]
+
+
+@pytest.mark.parametrize("backend", ["ref", "c"])
+@pytest.mark.parametrize("pool", ["2d", "1d"])
+def test_max_pool_grad_with_a_static_cotangent_and_a_none_batch(backend, pool):
+    shape, ones = ((None, 1, 2, 2), (3, 1, 1, 1)) if pool == "2d" else ((None, 1, 4), (3, 1, 1))
+    x = gc.placeholder("x", shape, "float64")
+    y = gc.max_pool2d(x, 2) if pool == "2d" else gc.max_pool1d(x, 2)
+    (g,) = gc.grad(gc.sum(y * gc.constant(np.ones(ones))), [x])
+    xv = np.random.default_rng(0).normal(size=(3, *shape[1:]))
+    gv = gc.function([x], g, backend=backend)(xv)
+    flat = xv.reshape(3, -1) if pool == "2d" else xv.reshape(3, 2, 2)
+    want = (flat == flat.max(axis=-1, keepdims=True)).astype(float).reshape(xv.shape)
+    np.testing.assert_array_equal(gv, want)
