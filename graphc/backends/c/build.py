@@ -156,7 +156,8 @@ def cache_key(source: str, extra_cflags: tuple[str, ...] = ()) -> str:
 
     cflags, ldflags = _base_flags()
     h = hashlib.sha256()
-    parts = [("source", source), ("compiler", _compiler_id(compiler())), ("flags", "\0".join(cflags + ldflags + extra_cflags)),
+    parts = [("source", source), ("compiler", _compiler_id(compiler())),
+             ("flags", "\0".join(cflags + ldflags + extra_cflags)),
              ("graphc", __version__), ("kernels", _kernels_digest()), ("cpu", _cpu_id())]
     for name, value in parts:  # length-prefixed, so no two different part lists hash alike
         data = value.encode()
