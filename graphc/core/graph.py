@@ -153,6 +153,13 @@ class SharedVar(Var):
                 if arr.min() < info.min or arr.max() > info.max:
                     raise DTypeError(f"set_value of {self.name!r}: values of the {arr.dtype.name} array do not "
                                      f"fit in {self.dtype}")
+            if arr.dtype.kind == "f" and self.dtype.startswith("float") and arr.size:
+                # a finite value beyond the target's range would silently become inf
+                big = np.finfo(self.dtype).max
+                finite = np.abs(arr[np.isfinite(arr)])
+                if finite.size and finite.max() > big:
+                    raise DTypeError(f"set_value of {self.name!r}: {finite.max():.6g} overflows {self.dtype} "
+                                     f"(largest finite value {float(big):.6g})")
             arr = arr.astype(self.dtype)
         self._storage[...] = arr
         if self._mirror is not None:

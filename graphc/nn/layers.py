@@ -115,7 +115,21 @@ class Layer:
         value = initializers.get(initializer)(tuple(shape), self.rng)
         w = shared(np.asarray(value, "float32"), name=f"{self.name}/{name}")
         (self.params if trainable else self.state).append(w)
+        # the layer-relative name, for checkpoint keys that do not depend on `self.name` (which
+        # comes from a process-global counter and changes when the same model is built again)
+        self.__dict__.setdefault("_weight_keys", {})[id(w)] = name
         return w
+
+    def named_weights(self, prefix: str = "") -> list[tuple[str, SharedVar]]:
+        """(key, variable) for every weight, keyed by structure, as PyTorch's ``state_dict``:
+        ``"kernel"`` for a layer, ``"layers.0.kernel"`` inside a Sequential. The keys are the
+        same each time the same architecture is built, so checkpoints resume in one process.
+
+        >>> Sequential([Dense(2), Dense(1)], input_shape=(3,)).named_weights()[2][0]
+        'layers.1.kernel'
+        """
+        keys = self.__dict__.get("_weight_keys", {})
+        return [(prefix + keys.get(id(w), w.name), w) for w in self.params + self.state]
 
     def count_params(self) -> int:
         return int(sum(np.prod(w.shape) for w in self.params + self.state))
@@ -319,6 +333,10 @@ class Sequential(Layer):
     @state.setter
     def state(self, value):
         pass
+
+    def named_weights(self, prefix: str = "") -> list[tuple[str, SharedVar]]:
+        """The layers' weights keyed ``layers.<i>.<weight>`` (see `Layer.named_weights`)."""
+        return [kv for i, layer in enumerate(self.layers) for kv in layer.named_weights(f"{prefix}layers.{i}.")]
 
     def summary(self, print_fn=print) -> str:
         """Print (and return) a Keras-like table: layer, output shape, parameter count."""
