@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -91,6 +92,13 @@ class Function:
         _check_missing_inputs(self.inputs, exprs)
         self.graph = optimize(Graph(self.inputs, exprs), exclude=exclude_passes)
         self._program = compile_graph(backend, self.graph, len(outs), targets, debug=debug, to_host=to_host)
+        # Thread safety: a call holds this function's lock and the lock of every shared variable
+        # it reads or updates, taken in one global order (by id), so no two calls can deadlock
+        # and no update is lost or torn. Calls of functions without common state run in parallel.
+        self._call_lock = threading.Lock()
+        shared_vars = {id(t): t for t in targets}
+        shared_vars.update((id(v), v) for v in leaves(self.graph.outputs) if isinstance(v, SharedVar))
+        self._var_locks = [shared_vars[k].lock for k in sorted(shared_vars)]
         if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
             print(f"[graphc] optimised graph ({backend}):\n{self.graph}", file=sys.stderr)
             if self.source:
@@ -103,14 +111,25 @@ class Function:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of workspace (intermediates) of the largest call so far; 0 before the first call
-        and for the reference backend."""
+        """Bytes of workspace (intermediates) held now: one buffer shared by every input shape,
+        the size of the largest call so far; 0 before the first call and for the reference
+        backend."""
+        held = getattr(self._program, "held_bytes", None)
+        if held is not None:
+            return held
         sizes = getattr(self._program, "memory_bytes", {})
         return max(sizes.values(), default=0)
 
     def __call__(self, *args, **kwargs):
         values = self._bind_args(args, kwargs)
-        outs = self._program(values)
+        with self._call_lock:
+            for lock in self._var_locks:
+                lock.acquire()
+            try:
+                outs = self._program(values)
+            finally:
+                for lock in reversed(self._var_locks):
+                    lock.release()
         return outs[0] if self._single else outs
 
     def _bind_args(self, args, kwargs) -> list[np.ndarray]:

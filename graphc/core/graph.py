@@ -9,6 +9,7 @@ so control-flow ops (scan) fit without changing this module. Ops may have severa
 from __future__ import annotations
 
 import itertools
+import threading
 import weakref
 from typing import TYPE_CHECKING
 
@@ -119,7 +120,7 @@ class Constant(Var):
 class SharedVar(Var):
     """State that persists across calls (weights, optimizer slots, RNG counters)."""
 
-    __slots__ = ("_storage", "_mirror")
+    __slots__ = ("_storage", "_mirror", "lock")
     _ids = itertools.count()
 
     def __init__(self, value: np.ndarray, name: str | None = None):
@@ -128,6 +129,10 @@ class SharedVar(Var):
         #: a device copy kept by the CUDA backend, or None: ``pull(host)`` refreshes the host array
         #: when the device copy is newer, ``host_changed()`` marks the device copy stale
         self._mirror = None
+        #: held by every compiled call that reads or updates this variable (graphc.function takes
+        #: the locks of all its shared variables in one global order), so that two functions
+        #: updating it from two threads never interleave their writes
+        self.lock = threading.Lock()
 
     def get_value(self) -> np.ndarray:
         """Return a copy of the current value.

@@ -37,6 +37,12 @@ from ..ops import (
     Transpose,
 )
 
+#: most nodes one fused kernel holds. gcc's time on one function grows faster than linearly
+#: with its length (a 500-op chain as one kernel: 12 s), so long chains are cut into kernels
+#: of at most this many nodes; the extra loads and stores between them cost little.
+#: ``$GRAPHC_MAX_FUSED`` overrides it (read when a schedule is made).
+MAX_FUSED = 64
+
 VIEW_OPS = (Reshape, ReshapeLike, ExpandDims, Squeeze, StopGradient)
 ELEMENTWISE_OPS = (Elemwise, Cast, BroadcastTo, BroadcastLike)
 
@@ -108,6 +114,7 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
     >>> [k.label for k in s.kernels]
     ['reduce[multiply, add, tanh, sum]']
     """
+    max_fused = max_fused_nodes()
     nodes = _value_needed(graph)
     position = {id(n): i for i, n in enumerate(nodes)}
     users = _users(graph, nodes)
@@ -118,6 +125,8 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
     alias: dict[int, int] = {}  # merged group id -> surviving group id
     ext_inputs: dict[int, list[Var]] = {}  # group id -> Vars its members read from outside it
     by_id: dict[int, _Group] = {}
+    first: dict[int, int] = {}  # group id -> position of its first / last member
+    last: dict[int, int] = {}
 
     def find(gid: int) -> int:
         while gid in alias:
@@ -130,30 +139,34 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
         g = group_of.get(id(v.owner)) if v.owner is not None else None
         return None if g is None else by_id[find(g.gid)]
 
-    def group_deps(gid: int, memo: dict) -> set:
-        """Every group that must run before group `gid` (a whole group runs at once, so this is
-        over all its members' outside inputs; recomputed because groups grow and merge)."""
-        if gid in memo:
-            return memo[gid]
-        memo[gid] = set()
-        out = set()
-        for u in ext_inputs[gid]:
-            pg = producer_group(u)
-            if pg is not None and pg.gid != gid:
-                out.add(pg.gid)
-                out |= group_deps(pg.gid, memo)
-        memo[gid] = out
-        return out
-
-    def var_deps(v: Var, memo: dict) -> set:
-        pg = producer_group(v)
-        return set() if pg is None else {pg.gid} | group_deps(pg.gid, memo)
+    def reaches(starts, targets: set) -> bool:
+        """Whether a group in `targets` must run before (or is) one of the groups producing
+        `starts`. Iterative (graphs thousands of layers deep must not hit Python's recursion
+        limit), and a group whose last member comes before every target's first member cannot
+        depend on a target, so the search stays local: fusion is linear in the graph, not
+        quadratic."""
+        floor = min(first[t] for t in targets)
+        stack = [g for g in (producer_group(u) for u in starts) if g is not None]
+        seen: set[int] = set()
+        while stack:
+            g = stack.pop()
+            if g.gid in targets:
+                return True
+            if g.gid in seen or last[g.gid] < floor:
+                continue
+            seen.add(g.gid)
+            for u in ext_inputs[g.gid]:
+                pg = producer_group(u)
+                if pg is not None and pg.gid != g.gid and pg.gid not in seen:
+                    stack.append(pg)
+        return False
 
     def new_group(kind, shape, node):
         g = _Group(len(groups), kind, shape, node)
         groups.append(g)
         by_id[g.gid] = g
         ext_inputs[g.gid] = []
+        first[g.gid] = last[g.gid] = position[id(node)]
         return g
 
     for node in nodes:
@@ -164,13 +177,13 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
         group = None
         if isinstance(node.op, ELEMENTWISE_OPS):
             shape = node.outputs[0].shape
-            memo: dict = {}
             cands = []
             for v in ins:
                 if id(v) in views:  # a view is read from memory: its source must be written first
                     continue
                 g = producer_group(v)
-                if g is not None and g.kind == "elementwise" and g.shape == shape and g not in cands:
+                if g is not None and g.kind == "elementwise" and g.shape == shape and g not in cands \
+                        and len(g.nodes) < max_fused:
                     cands.append(g)
             # merge the node with every producer group of its shape that it can join without a
             # cycle: no chosen group may reach another, or an input of the node, through a kernel
@@ -178,11 +191,12 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
             chosen: list[_Group] = []
             for g in cands:
                 trial = chosen + [g]
+                if sum(len(c.nodes) for c in trial) >= max_fused:
+                    continue
                 ids = {c.gid for c in trial}
-                outside = set().union(*(var_deps(u, memo) for u in ins
-                                        if id(u) in views or producer_group(u) not in trial))
-                inner = set().union(*(group_deps(c.gid, memo) for c in trial))
-                if not (ids & outside) and not (ids & inner):
+                starts = [u for u in ins if id(u) in views or producer_group(u) not in trial]
+                starts += [u for c in trial for u in ext_inputs[c.gid] if producer_group(u) is not c]
+                if not reaches(starts, ids):
                     chosen = trial
             if chosen:
                 group = chosen[0]
@@ -190,8 +204,11 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
                     alias[g.gid] = group.gid
                     group.nodes = sorted(group.nodes + g.nodes, key=lambda n: position[id(n)])
                     ext_inputs[group.gid] += ext_inputs.pop(g.gid)
+                    first[group.gid] = min(first[group.gid], first[g.gid])
+                    last[group.gid] = max(last[group.gid], last[g.gid])
                     g.nodes = []
                 group.nodes.append(node)
+                last[group.gid] = position[id(node)]
             else:
                 group = new_group("elementwise", shape, node)
         else:
@@ -207,6 +224,24 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
 
     kernels = _make_kernels(groups, group_of, users, views, graph)
     return Schedule(graph, _order(kernels, views, late), views)
+
+
+def max_fused_nodes() -> int:
+    """The fused-kernel size bound: ``$GRAPHC_MAX_FUSED`` if set (a positive int), else MAX_FUSED.
+
+    >>> max_fused_nodes() >= 1
+    True
+    """
+    import os
+
+    raw = os.environ.get("GRAPHC_MAX_FUSED", "")
+    try:
+        value = int(raw) if raw else MAX_FUSED
+    except ValueError:
+        raise ValueError(f"GRAPHC_MAX_FUSED must be a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise ValueError(f"GRAPHC_MAX_FUSED must be a positive integer, got {raw!r}")
+    return value
 
 
 def _value_needed(graph: Graph) -> list[Node]:

@@ -108,12 +108,20 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
             v = schedule.views[id(v)]
         return plan.roots.get(id(v), v)
 
+    # root id -> indices of the kernels reading it, built once (one scan per query made planning
+    # quadratic: 40 s for a 300-layer MLP); kept current when an in-place output joins a root
+    readers: dict[int, list[int]] = {}
+    for i, k in enumerate(kernels):
+        for v in k.inputs:
+            readers.setdefault(id(root(v)), []).append(i)
+
     def reads_of(r_id):
-        return [i for i, k in enumerate(kernels) for v in k.inputs if id(root(v)) == r_id]
+        return readers.get(r_id, [])
 
     # in-place elementwise outputs over inputs that die in the same kernel (not for update values:
     # they should land in their shared variable's storage instead)
     update_values = {id(v) for v in outputs[n_outputs:]}
+    output_roots = {id(root(g)) for g in outputs}  # kept current, like `readers`
     for i, k in enumerate(kernels):
         if k.kind != "elementwise" or not reuse:
             continue
@@ -127,12 +135,15 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
                     continue
                 if u.shape != o.shape or u.dtype != o.dtype:
                     continue
-                if u.shape != _iteration_shape(k) or any(id(root(g)) == id(ru) for g in outputs):
+                if u.shape != _iteration_shape(k) or id(ru) in output_roots:
                     continue
                 if max(reads_of(id(ru)), default=-1) != i:
                     continue
                 taken.add(id(ru))
                 plan.roots[id(o)] = ru
+                readers.setdefault(id(ru), []).extend(readers.pop(id(o), []))
+                if id(o) in output_roots:
+                    output_roots.add(id(ru))
                 break
     for v in _all_vars(schedule):
         r = root(v)
@@ -189,12 +200,13 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
                 continue
             seen.add(id(r))
             plan.temps.append(r)
+    copied = {id(plan.root(v)) for _, v in plan.post_copies}
     for r in plan.temps:
         if id(r) in plan.live:  # snapshots
             continue
         first = writers[id(r)]
         last = max(reads_of(id(r)), default=first)
-        if any(plan.root(v) is r for _, v in plan.post_copies):
+        if id(r) in copied:
             last = n
         plan.live[id(r)] = (first, last)
     return plan

@@ -166,6 +166,29 @@ def cache_key(source: str, extra_cflags: tuple[str, ...] = ()) -> str:
     return h.hexdigest()
 
 
+DEFAULT_COMPILE_TIMEOUT = 300.0  # seconds; generous: a 5,000-op graph compiles in well under a minute
+
+
+def compile_timeout(env=None) -> float:
+    """Seconds gcc may run on one library before CompileError: ``$GRAPHC_COMPILE_TIMEOUT``
+    (a positive number), else DEFAULT_COMPILE_TIMEOUT.
+
+    >>> compile_timeout({"GRAPHC_COMPILE_TIMEOUT": "2.5"}), compile_timeout({})
+    (2.5, 300.0)
+    """
+    env = os.environ if env is None else env
+    raw = env.get("GRAPHC_COMPILE_TIMEOUT", "")
+    if not raw:
+        return DEFAULT_COMPILE_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"GRAPHC_COMPILE_TIMEOUT must be a positive number of seconds, got {raw!r}")
+    return value
+
+
 def compile_command(source_path: str, output_path: str, extra_cflags: tuple[str, ...] = ()) -> list[str]:
     """The gcc command line that builds `source_path` into the shared library `output_path`.
 
@@ -299,7 +322,16 @@ def _compile(root: Path, tmp: Path, key: str, source: str, extra_cflags: tuple[s
     cmd = compile_command("source.c", "lib.so", extra_cflags)
     STATS["compiles"] += 1
     # LC_ALL=C: English diagnostics, so that the "error" lines can be picked out below
-    proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
+    limit = compile_timeout()
+    try:
+        proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"},
+                              timeout=limit)
+    except subprocess.TimeoutExpired as e:
+        log = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        failed = _save_failed(root, key, source, log)
+        raise CompileError(f"{CC} did not finish compiling generated C code within {limit:g} s "
+                           f"({source.count(chr(10))} lines); set GRAPHC_COMPILE_TIMEOUT to allow longer\n"
+                           f"  source saved at {failed}", source_path=failed, log=log) from None
     if proc.returncode != 0:
         failed = _save_failed(root, key, source, proc.stderr)
         shown = [failed if a == "source.c" else a for a in cmd]

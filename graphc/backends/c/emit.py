@@ -104,6 +104,23 @@ class CEmitter:
         dyn = [p for p in parts if not p.isdigit()]
         return "*".join([str(static)] + dyn) if dyn else str(static)
 
+    def check_blas_sizes(self, shapes: dict) -> Exception | None:
+        """The error (not raised) for the first gemm whose sizes do not fit the 32-bit ints of
+        the BLAS interface (scipy-openblas32) for these bound shapes, else None. Checked per
+        signature before anything runs: OpenBLAS would otherwise compute with truncated sizes."""
+        for k in self.schedule.kernels:
+            if k.kind != "matmul" or k.outputs[0].dtype not in ("float32", "float64"):
+                continue
+            info = k.info
+            a, b, mm = info["a"], info["b"], k.nodes[0].outputs[0]
+            sa, sb, sm = (tuple(shapes.get(id(v), v.shape)) for v in (a, b, mm))
+            sizes = {"rows": sm[-2], "cols": sm[-1], "inner": sa[-2] if info["trans_a"] else sa[-1],
+                     "lda": sa[-1], "ldb": sb[-1]}
+            err = blas_size_error("matmul", f"{sa} @ {sb}", sizes)
+            if err is not None:
+                return err
+        return None
+
     # -- program -------------------------------------------------------------------------------
     def _emit(self) -> str:
         from . import emit_ops
@@ -277,6 +294,26 @@ class CEmitter:
         from .emit_reduce import reduce_kernel
 
         return reduce_kernel(self, name, k)
+
+
+BLAS_INT_MAX = 2**31 - 1  # scipy-openblas32 takes every size and leading dimension as a C int
+
+
+def blas_size_error(op: str, shapes: str, sizes: dict[str, int]) -> ValueError | None:
+    """A ValueError naming `op`, its operand `shapes`, the size and the limit when a size passed
+    to the 32-bit BLAS exceeds it; None when all fit.
+
+    >>> blas_size_error("matmul", "(2, 3) @ (3, 4)", {"rows": 2, "cols": 4}) is None
+    True
+    >>> err = blas_size_error("matmul", "(1, 2147483648) @ (2147483648, 1)", {"inner": 2**31})
+    >>> str(err)[:74]
+    'matmul of (1, 2147483648) @ (2147483648, 1): inner size 2147483648 exceeds'
+    """
+    for what, n in sizes.items():
+        if int(n) > BLAS_INT_MAX:
+            return ValueError(f"{op} of {shapes}: {what} size {int(n)} exceeds the 32-bit BLAS limit {BLAS_INT_MAX} "
+                              "(2^31 - 1); split the product into smaller ones")
+    return None
 
 
 def _literal(c: Constant) -> str:

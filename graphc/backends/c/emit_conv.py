@@ -84,6 +84,12 @@ class _Geom:
         self.dh, self.dw = op.dilation if op is not None else dilation
         self.k = c * kh * kw
         self.p = ho * wo
+        from .emit import blas_size_error  # every size here is static: refuse at compile time
+
+        err = blas_size_error("conv", f"input (C, H, W) = ({c}, {h}, {w}) with a {kh}x{kw} kernel",
+                              {"C*kh*kw": self.k, "ho*wo": self.p, "output channels": o})
+        if err is not None:
+            raise err
         self.padded = any((self.pt, self.pb, self.pl, self.pr))
         # the zero-padded copy of one image ("stage"), so that im2col and col2im need no bounds checks
         self.hp, self.wp = (h + self.pt + self.pb, w + self.pl + self.pr) if self.padded else (h, w)

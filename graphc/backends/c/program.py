@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -33,8 +34,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 class _Signature:
     """Everything fixed for one tuple of input shapes."""
 
-    __slots__ = ("ptrs", "dims", "out_shapes", "workspace", "ptrs_c", "dims_c", "workspace_bytes", "shapes",
-                 "base", "offsets", "last_outputs")
+    __slots__ = ("ptrs", "dims", "out_shapes", "ptrs_c", "dims_c", "workspace_bytes", "shapes",
+                 "offsets", "last_outputs", "generation", "gemm_error")
+
+
+#: input-shape signatures kept per program (least recently used dropped first). A signature is
+#: small (pointer and size tables) and cheap to rebuild; the workspace is not per signature.
+MAX_SIGNATURES = 64
 
 
 class CProgram:
@@ -60,21 +66,35 @@ class CProgram:
         self._ffi, self._main = built.ffi, built.lib.gc_main
         self.source_path = str(built.source_path)
         self._input_slots = [(self.emitter._slot.get(id(v)), v) for v in graph.inputs]
-        self._signatures: dict[tuple, _Signature] = {}
+        self._signatures: OrderedDict[tuple, _Signature] = OrderedDict()
+        # One workspace for every signature, grown to the largest seen (never one per batch size:
+        # 1000 batch sizes would otherwise hold 1000 workspaces). `_generation` counts regrowths;
+        # a signature whose pointer table was filled for an older buffer is refreshed on use.
+        self._workspace = np.empty(0, np.uint8)
+        self._generation = 0
+        # Serialises calls: the workspace, pointer tables and error info are shared by all calls.
         self._lock = threading.Lock()
-        self._keep = []  # arrays whose addresses sit in pointer tables
+        self._keep: dict[int, np.ndarray] = {}  # arrays whose addresses sit in pointer tables
         self._errinfo = np.zeros(4, np.int64)
         if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
             print(f"[graphc] {self.schedule}", file=sys.stderr)
 
     @property
     def memory_bytes(self) -> dict[tuple, int]:
-        """Workspace bytes per input-shape signature seen so far."""
+        """Workspace bytes each input-shape signature still cached needs (all share one buffer)."""
         return {k: s.workspace_bytes for k, s in self._signatures.items()}
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes of workspace held now: one buffer, the size the largest call so far needed."""
+        return max(self._workspace.nbytes - 64, 0)
 
     def _signature(self, shapes_key: tuple) -> _Signature:
         sig = self._signatures.get(shapes_key)
         if sig is not None:
+            self._signatures.move_to_end(shapes_key)
+            if sig.generation != self._generation:
+                self._point_at_workspace(sig)
             return sig
         shapes = self.graph.bind_shapes(shapes_key)
         em, plan = self.emitter, self.plan
@@ -83,9 +103,11 @@ class CProgram:
         sig.dims = np.array([int(fn(shapes)) for fn in em.params] or [0], dtype=np.int64)
         offsets, total = plan.layout(shapes)
         sig.workspace_bytes = total
-        sig.workspace = np.empty(total + 64, np.uint8)
-        base = (sig.workspace.ctypes.data + 63) // 64 * 64
-        sig.shapes, sig.base, sig.offsets = shapes, base - sig.workspace.ctypes.data, offsets
+        sig.gemm_error = em.check_blas_sizes(shapes)
+        if total + 64 > self._workspace.nbytes:
+            self._workspace = np.empty(total + 64, np.uint8)
+            self._generation += 1
+        sig.shapes, sig.offsets = shapes, offsets
         for target, value in zip(plan.update_targets, self.graph.outputs[self.n_outputs:]):
             got = shapes.get(id(value), value.shape)
             if tuple(got) != target.shape:
@@ -97,8 +119,7 @@ class CProgram:
             if isinstance(r, tuple):  # caller's output arrays (filled per call), error info
                 continue
             if isinstance(r, Constant):
-                arr = np.ascontiguousarray(r.value)
-                self._keep.append(arr)
+                arr = self._keep.setdefault(id(r), np.ascontiguousarray(r.value))
                 sig.ptrs[slot] = arr.ctypes.data
             elif isinstance(r, SharedVar):
                 sig.ptrs[slot] = r.storage.ctypes.data
@@ -106,13 +127,31 @@ class CProgram:
                 sig.ptrs[slot] = plan.in_place[id(r)].storage.ctypes.data
             elif isinstance(r, Placeholder) or id(r) in plan.output_backed:
                 continue
-            else:
-                sig.ptrs[slot] = base + offsets[id(r)]
+        self._point_at_workspace(sig)
         sig.out_shapes = [(shapes.get(id(v), v.shape), v.dtype) for v in self.graph.outputs[: self.n_outputs]]
         sig.ptrs_c = self._ffi.cast("void **", sig.ptrs.ctypes.data)
         sig.dims_c = self._ffi.cast("int64_t *", sig.dims.ctypes.data)
         self._signatures[shapes_key] = sig
+        while len(self._signatures) > MAX_SIGNATURES:
+            self._signatures.popitem(last=False)
         return sig
+
+    @property
+    def _base(self) -> int:
+        """Offset of the 64-byte aligned start inside the workspace array."""
+        addr = self._workspace.ctypes.data
+        return (addr + 63) // 64 * 64 - addr
+
+    def _point_at_workspace(self, sig: _Signature) -> None:
+        """Fill `sig`'s pointer-table entries for workspace slices from the current buffer."""
+        start = self._workspace.ctypes.data + self._base
+        plan = self.plan
+        for slot, r in enumerate(self.emitter.buffers):
+            if isinstance(r, (tuple, Constant, SharedVar, Placeholder)) or id(r) in plan.in_place \
+                    or id(r) in plan.output_backed:
+                continue
+            sig.ptrs[slot] = start + sig.offsets[id(r)]
+        sig.generation = self._generation
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         args = [a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in args]
@@ -123,6 +162,8 @@ class CProgram:
     def _call(self, args):
         with self._lock:
             sig = self._signature(tuple(a.shape for a in args))
+            if sig.gemm_error is not None:
+                raise sig.gemm_error
             ptrs = sig.ptrs
             for (slot, _), a in zip(self._input_slots, args):
                 if slot is not None:
@@ -181,7 +222,7 @@ class CProgram:
             return outs[plan.output_backed[id(r)]].reshape(shape)
         if id(r) in sig.offsets:
             n = int(np.prod(shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
-            start = sig.base + sig.offsets[id(r)]
-            return sig.workspace[start:start + n].view(v.dtype).reshape(shape)
+            start = self._base + sig.offsets[id(r)]
+            return self._workspace[start:start + n].view(v.dtype).reshape(shape)
         return None
 
