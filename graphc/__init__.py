@@ -11,7 +11,7 @@
 """
 
 from . import data, nn, ops, optim, passes, train
-from .autodiff import grad
+from .autodiff import grad, vjp
 from .core import CompileError, DTypeError, GradError, Graph, ShapeError, Var, constant
 from .ops import (
     abs,
@@ -84,7 +84,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CompileError", "DTypeError", "Function", "GradError", "Graph", "ShapeError", "Var", "abs", "add", "argmax",
     "broadcast_to", "cast", "clip", "concatenate", "constant", "cos", "divide", "elu", "equal", "exp",
-    "expand_dims", "expm1", "function", "grad", "greater", "greater_equal", "leaky_relu", "less", "less_equal",
+    "expand_dims", "expm1", "function", "grad", "vjp", "greater", "greater_equal", "leaky_relu", "less", "less_equal",
     "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
     "multiply", "negative", "not_equal", "one_hot", "ops", "passes", "data", "nn", "optim", "train", "placeholder",
     "power", "random", "relu",

@@ -36,9 +36,58 @@ def grad(cost: Var, wrt: Var | Sequence[Var], stabilize: bool = True) -> Var | l
     _check(cost, wrt_list)
     if stabilize:
         cost = _stable_form(cost, wrt_list)
-    grads = _reverse_sweep(cost, wrt_list)
+    grads = _reverse_sweep([cost], [_ones_like(cost)], wrt_list)
     out = [g if g is not None else zeros_like(w) for g, w in zip(grads, wrt_list)]
     return out[0] if single else out
+
+
+def vjp(outputs: Var | Sequence[Var], wrt: Var | Sequence[Var], cotangents: Var | Sequence[Var]) -> Var | list[Var]:
+    """Vector-Jacobian products: the gradient of ``sum(outputs[i] * cotangents[i])`` w.r.t. `wrt`.
+
+    The primitive under `grad` (which is vjp of a scalar cost with cotangent 1). Each cotangent
+    has its output's shape and dtype. Returns a Var when `wrt` is a Var, else a list.
+
+    >>> import numpy as np, graphc as gc
+    >>> x = gc.placeholder("x", (3,), "float64")
+    >>> g = gc.vjp(x * x, x, gc.constant(np.array([1.0, 0.0, 2.0])))
+    >>> gc.function([x], g, backend="ref")(np.array([1.0, 2.0, 3.0]))
+    array([ 2.,  0., 12.])
+    """
+    from .core import DTypeError, ShapeError
+    from .core.types import matches
+
+    single = isinstance(wrt, Var)
+    outs, cts, wrt_list = (_var_list(a, what) for a, what in ((outputs, "outputs"), (cotangents, "cotangents"),
+                                                              (wrt, "wrt")))
+    if len(outs) != len(cts):
+        raise GradError(f"vjp: {len(outs)} output(s) but {len(cts)} cotangent(s)")
+    for i, (o, c) in enumerate(zip(outs, cts)):
+        if not isinstance(o, Var) or not isinstance(c, Var):
+            raise GradError(f"vjp: outputs[{i}] and cotangents[{i}] must be Vars")
+        if c.dtype != o.dtype:
+            raise DTypeError(f"vjp: cotangents[{i}] is {c.dtype} but outputs[{i}] is {o.dtype}")
+        if len(c.shape) != len(o.shape) or not matches(o.shape, c.shape) and not matches(c.shape, o.shape):
+            raise ShapeError(f"vjp: cotangents[{i}] has shape {c.shape} but outputs[{i}] has shape {o.shape}")
+        if not is_float(o.dtype):
+            raise GradError(f"vjp: outputs[{i}] is {o.dtype}; only float outputs carry gradients")
+    for i, w in enumerate(wrt_list):
+        if not isinstance(w, Var):
+            raise GradError(f"vjp: wrt[{i}] must be a Var, got {type(w).__name__}")
+        if not is_float(w.dtype):
+            raise GradError(f"vjp: wrt[{i}] ({w.name or w}) is {w.dtype}; only float Vars have gradients")
+    grads = _reverse_sweep(outs, cts, wrt_list)
+    out = [g if g is not None else zeros_like(w) for g, w in zip(grads, wrt_list)]
+    return out[0] if single else out
+
+
+def _var_list(arg, what: str) -> list:
+    # a NumPy array is iterable too: refuse it here rather than take its rows for several arguments
+    if isinstance(arg, Var):
+        return [arg]
+    if isinstance(arg, (list, tuple)):
+        return list(arg)
+    raise GradError(f"vjp: {what} must be a Var or a list of Vars, got {type(arg).__name__}"
+                    + ("; wrap a value in gc.constant(...)" if what == "cotangents" else ""))
 
 
 def _check(cost, wrt_list):
@@ -66,14 +115,16 @@ def _stable_form(cost: Var, wrt_list):
     return stable if all(id(w) in reachable for w in wrt_list) else cost
 
 
-def _reverse_sweep(cost: Var, wrt_list) -> list[Var | None]:
-    nodes = toposort([cost])
+def _reverse_sweep(outputs: Sequence[Var], seeds: Sequence[Var], wrt_list) -> list[Var | None]:
+    nodes = toposort(outputs)
     # Only nodes on a path from some wrt to the cost need a vjp.
     needed = {id(w) for w in wrt_list}
     for node in nodes:
         if any(id(v) in needed for v in node.inputs):
             needed.update(id(o) for o in node.outputs)
-    cotangents: dict[int, list[Var]] = {id(cost): [_ones_like(cost)]}
+    cotangents: dict[int, list[Var]] = {}
+    for o, seed in zip(outputs, seeds):
+        cotangents.setdefault(id(o), []).append(seed)
 
     def total(v: Var) -> Var | None:
         parts = cotangents.get(id(v))
@@ -112,3 +163,4 @@ def _ones_like(v: Var) -> Var:
     from .core import constant
 
     return constant(1, v.dtype)
+
