@@ -19,6 +19,7 @@ demo: $(STAMP)
 	$(VENV)/bin/graphc demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q --doctest-modules graphc tests
 
 # Exit code 5 means no slow test exists yet; that is not a failure.
