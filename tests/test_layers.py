@@ -193,3 +193,45 @@ def test_one_backend_registry_names_the_choices():
     for call in (lambda: resolve_backend("tpu"), lambda: compile_graph("tpu", None, 0, [])):
         with pytest.raises(ValueError, match="unknown backend 'tpu'; choose 'ref', 'c' or 'cuda'"):
             call()
+
+
+def test_passes_read_op_facts_not_names():
+    """A new op declares what it is (a view, elementwise, shape-only inputs) and the scheduler
+    and simplifier act on it without any list of names being edited."""
+    from dataclasses import dataclass
+
+    import graphc as gc
+    from graphc.core import Graph, Op, TensorType
+    from graphc.passes.fuse import data_inputs, schedule
+
+    @dataclass(frozen=True)
+    class Ravel(Op):  # a view the passes have never heard of
+        is_view = True
+
+        def infer(self, x):
+            return (TensorType(x.dtype, (None,)),)
+
+    @dataclass(frozen=True)
+    class Scale(Op):  # an elementwise op reading its second input only for its shape
+        elementwise = True
+        keeps_shape = True
+        value_inputs = 1
+
+        def infer(self, x, like):
+            return (x,)
+
+    x = gc.placeholder("x", (4, 3))
+    flat = Ravel()(gc.exp(x))
+    s = schedule(Graph([x], [flat * 2.0]))
+    assert id(flat) in s.views and s.views[id(flat)] is flat.owner.inputs[0]
+    assert all(not isinstance(n.op, Ravel) for k in s.kernels for n in k.nodes)
+    y = Scale()(gc.tanh(x), x)
+    assert data_inputs(y.owner) == [y.owner.inputs[0]]
+    (k,) = schedule(Graph([x], [gc.exp(y) + 1.0])).kernels  # tanh, scale, exp, add: one fused loop
+    assert k.kind == "elementwise" and any(isinstance(n.op, Scale) for n in k.nodes)
+    # simplify's size queries see through an op that keeps its input's shape
+    from graphc.passes import optimize
+
+    b = gc.placeholder("b", (None, 3))
+    g = optimize(Graph([b], [gc.ops.dim(Scale()(b, b), 0)]))
+    assert not any(isinstance(n.op, Scale) for n in g.nodes)

@@ -219,9 +219,22 @@ class Op:
     Everything about an op lives in its class: `infer` (types, raising ShapeError/DTypeError),
     `perform` (the NumPy reference), `vjp` (the gradient, built from graph ops) and
     `infer_shape` (call-time shapes, for backends that bind dimensions at run time).
+    Passes read the facts an op declares below, never its name.
     """
 
     nout = 1
+    #: True when output 0 is input 0's data seen differently (reshape, expand_dims, ...): no
+    #: kernel runs, and the scheduler treats the output as an alias of the input's buffer.
+    is_view = False
+    #: True when output element i depends only on element i of each (broadcast) input: fusable
+    #: into one elementwise loop.
+    elementwise = False
+    #: True when the output's shape is the (broadcast) shape of the inputs: output axis k is axis
+    #: k of each input of the same rank (elementwise ops, cast, softmax, stop_gradient).
+    keeps_shape = False
+    #: How many leading inputs are read for their values; the rest only for their (call-time)
+    #: shapes, like broadcast_like's `like`. None: every input is read.
+    value_inputs = None
     #: False for ops whose output carries no gradient (comparisons, argmax, shape queries).
     differentiable = True
     #: False for ops with hidden state (random draws): never folded at compile time.
