@@ -70,11 +70,7 @@ def vjp(outputs: Var | Sequence[Var], wrt: Var | Sequence[Var], cotangents: Var 
             raise ShapeError(f"vjp: cotangents[{i}] has shape {c.shape} but outputs[{i}] has shape {o.shape}")
         if not is_float(o.dtype):
             raise GradError(f"vjp: outputs[{i}] is {o.dtype}; only float outputs carry gradients")
-    for i, w in enumerate(wrt_list):
-        if not isinstance(w, Var):
-            raise GradError(f"vjp: wrt[{i}] must be a Var, got {type(w).__name__}")
-        if not is_float(w.dtype):
-            raise GradError(f"vjp: wrt[{i}] ({w.name or w}) is {w.dtype}; only float Vars have gradients")
+    _check_wrt(wrt_list, "vjp")
     grads = _reverse_sweep(outs, cts, wrt_list)
     out = [g if g is not None else zeros_like(w) for g, w in zip(grads, wrt_list)]
     return out[0] if single else out
@@ -98,11 +94,15 @@ def _check(cost, wrt_list):
                         "reduce it first, e.g. cost.sum() or cost.mean()")
     if not is_float(cost.dtype):
         raise GradError(f"grad: cost must be float, got {cost.dtype}")
+    _check_wrt(wrt_list, "grad")
+
+
+def _check_wrt(wrt_list, who: str) -> None:
     for i, w in enumerate(wrt_list):
         if not isinstance(w, Var):
-            raise GradError(f"grad: wrt[{i}] must be a Var, got {type(w).__name__}")
+            raise GradError(f"{who}: wrt[{i}] must be a Var, got {type(w).__name__}")
         if not is_float(w.dtype):
-            raise GradError(f"grad: wrt[{i}] ({w.name or w}) is {w.dtype}; only float Vars have gradients")
+            raise GradError(f"{who}: wrt[{i}] ({w.name or w}) is {w.dtype}; only float Vars have gradients")
 
 
 def _stable_form(cost: Var, wrt_list):
