@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import ops
-from .core import SharedVar, Var, placeholder
-from .runtime import function
+from .core import SharedVar, Var
+from .runtime import function, placeholder
 
 
 class History(dict):
