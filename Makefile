@@ -10,14 +10,24 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
+DEMO_STAMP := $(VENV)/.demo-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
+
 $(STAMP): $(PY) pyproject.toml setup.py
 	$(PIP) install --quiet -e '.[test,dev,data,train]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-demo: $(STAMP)
+# the demo needs only the data and train extras (no PyTorch, no test or dev tools)
+$(DEMO_STAMP): $(PY) pyproject.toml setup.py
+	$(PIP) install --quiet -e '.[data,train]'
+	rm -f $(VENV)/.demo-*
+	touch $@
+
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/graphc demo
 
+# tests/conftest.py points GRAPHC_CACHE_DIR at a throw-away directory (unless it is set), so the
+# suite never fills the user's real compile cache
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q --doctest-modules graphc tests

@@ -11,7 +11,7 @@
 """
 
 from . import data, nn, ops, optim, passes, train
-from .autodiff import grad, vjp
+from .autodiff import grad, hessian, jacobian, vjp
 from .core import CompileError, DTypeError, GradError, Graph, ShapeError, Var, constant, placeholder, shared
 from .ops import (
     abs,
@@ -57,12 +57,14 @@ from .ops import (
     random,
     relu,
     reshape,
+    scan,
     sigmoid,
     sign,
     sin,
     softmax,
     softmax_cross_entropy,
     softplus,
+    split,
     sqrt,
     square,
     squeeze,
@@ -83,11 +85,13 @@ from .version import __version__
 __all__ = [
     "CompileError", "DTypeError", "Function", "GradError", "Graph", "ShapeError", "Var", "abs", "add", "argmax",
     "broadcast_to", "cast", "clip", "concatenate", "constant", "cos", "divide", "elu", "equal", "exp",
-    "expand_dims", "expm1", "function", "grad", "vjp", "greater", "greater_equal", "leaky_relu", "less", "less_equal",
+    "expand_dims", "expm1", "function", "grad", "hessian", "jacobian", "vjp",
+    "greater", "greater_equal", "leaky_relu", "less", "less_equal",
     "log", "log1p", "log_softmax", "logsumexp", "matmul", "max", "maximum", "mean", "min", "minimum",
     "multiply", "negative", "not_equal", "one_hot", "ops", "passes", "data", "nn", "optim", "train", "placeholder",
     "power", "random", "relu",
-    "reshape", "shared", "sigmoid", "sign", "sin", "softmax", "softmax_cross_entropy", "softplus", "sqrt",
+    "reshape", "scan", "shared", "sigmoid", "sign", "sin", "softmax", "softmax_cross_entropy", "softplus", "split",
+    "sqrt",
     "square", "squeeze", "stack", "stop_gradient", "subtract", "sum", "take", "tanh", "transpose", "where",
     "avg_pool2d", "conv1d", "conv2d", "conv_transpose2d", "global_avg_pool2d", "max_pool1d", "max_pool2d",
     "upsample2d",

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from .core import GradError, Var, is_float, toposort
 from .ops import add, zeros_like
 
@@ -143,7 +145,8 @@ def _reverse_sweep(outputs: Sequence[Var], seeds: Sequence[Var], wrt_list) -> li
         outs = [total(o) for o in node.outputs]
         if all(g is None for g in outs) or not node.op.differentiable:
             continue
-        in_grads = node.op.vjp(node, outs)
+        # ops holding an inner graph (scan) differentiate it with this module's vjp
+        in_grads = node.op.vjp(node, outs, vjp=vjp) if node.op.inner_graph else node.op.vjp(node, outs)
         if len(in_grads) != len(node.inputs):
             raise AssertionError(f"{node.op.name}.vjp returned {len(in_grads)} grads for {len(node.inputs)} inputs")
         for x, gx in zip(node.inputs, in_grads):
@@ -164,3 +167,66 @@ def _ones_like(v: Var) -> Var:
 
     return constant(1, v.dtype)
 
+
+def jacobian(y: Var, x: Var | Sequence[Var]) -> Var | list[Var]:
+    """The Jacobian ``d y / d x`` with shape ``y.shape + x.shape``, built on `scan` as in Theano:
+    one vjp per element of `y`, so the loop is not unrolled into the graph.
+
+    `y` needs a static size. Returns a list when `x` is a list.
+
+    >>> import numpy as np, graphc as gc
+    >>> x = gc.placeholder("x", (2,), "float64")
+    >>> J = gc.jacobian(x * x, x)
+    >>> gc.function([x], J, backend="ref")(np.array([1.0, 3.0]))
+    array([[2., 0.],
+           [0., 6.]])
+    """
+    from .ops import one_hot, reshape, scan
+
+    single = isinstance(x, Var)
+    xs = [x] if single else list(x)
+    if not isinstance(y, Var):
+        raise GradError(f"jacobian: y must be a Var, got {type(y).__name__}")
+    if not is_float(y.dtype):
+        raise GradError(f"jacobian: y must be float, got {y.dtype}")
+    if any(d is None for d in y.shape):
+        raise GradError(f"jacobian: y needs a static shape, got {y.shape} (the loop runs over its elements)")
+    for i, w in enumerate(xs):
+        if not isinstance(w, Var) or not is_float(w.dtype):
+            raise GradError(f"jacobian: x[{i}] must be a float Var")
+        if sum(d is None for d in w.shape) > 1:
+            raise GradError(f"jacobian: x[{i}] has more than one unknown dimension {w.shape}")
+    n = 1
+    for d in y.shape:
+        n *= d
+    y_flat = reshape(y, (n,))
+    from .core import constant
+
+    def row(i):
+        grads = vjp(y_flat, xs, one_hot(i, n, y.dtype))
+        return tuple(grads) if len(xs) > 1 else grads[0]
+
+    rows = scan(row, sequences=constant(np.arange(n, dtype="int32")))
+    rows = rows if isinstance(rows, list) else [rows]
+    out = []
+    for r, w in zip(rows, xs):
+        shape = (*y.shape, *(-1 if d is None else d for d in w.shape))
+        out.append(reshape(r, shape) if len(y.shape) != 1 else r)
+    return out[0] if single else out
+
+
+def hessian(cost: Var, x: Var | Sequence[Var]) -> Var | list[Var]:
+    """The Hessian of scalar `cost`: ``jacobian(grad(cost, x), x)``, shape ``x.shape + x.shape``.
+
+    >>> import numpy as np, graphc as gc
+    >>> x = gc.placeholder("x", (2,), "float64")
+    >>> H = gc.hessian(gc.sum(x ** 3), x)
+    >>> gc.function([x], H, backend="ref")(np.array([1.0, 2.0]))
+    array([[ 6.,  0.],
+           [ 0., 12.]])
+    """
+    single = isinstance(x, Var)
+    xs = [x] if single else list(x)
+    gs = grad(cost, xs)
+    out = [jacobian(g, w) for g, w in zip(gs, xs)]
+    return out[0] if single else out

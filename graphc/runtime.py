@@ -165,12 +165,9 @@ def _fits(expr_shape, target_shape) -> bool:
 
 
 def _rng_updates(exprs, already) -> list[tuple[SharedVar, Var]]:
-    from .ops.random import Random, counter_of
-
     out = []
     for node in toposort(exprs):
-        if isinstance(node.op, Random):
-            counter = counter_of(node)
+        for counter in node.op.rng_counters(node):
             if id(counter) not in already:
                 already.add(id(counter))
                 out.append((counter, counter + 1))

@@ -18,7 +18,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -136,7 +136,7 @@ class ModelCheckpoint(Callback):
             if not better:
                 return
             self.best = value
-        save_checkpoint(self.path, trainer.variables, epoch=epoch + 1)
+        save_checkpoint(self.path, checkpoint_variables(trainer), epoch=epoch + 1)
 
 
 class LearningRateScheduler(Callback):
@@ -153,9 +153,68 @@ class LearningRateScheduler(Callback):
 # -- checkpoints -------------------------------------------------------------------------------
 
 
-def save_checkpoint(path: str, variables: Sequence[SharedVar], **meta) -> None:
-    """Write the variables (by name) and `meta` to `path` as .npz: to a temporary file in the
-    same directory, then renamed over `path`, so a crash never leaves a half-written checkpoint.
+def checkpoint_variables(trainer) -> dict[str, SharedVar]:
+    """The variables a checkpoint of `trainer` holds, keyed by structure: ``model.<key>`` from
+    the model's `named_weights` (``model.layers.0.kernel``), ``optimizer.lr``,
+    ``optimizer.iterations`` and ``optimizer.<param key>.<slot>``. Layer names come from a
+    process-global counter, so these keys (unlike names) are the same when the same
+    architecture is built again in the same process. Variables without a structural key
+    (a model without `named_weights`) are keyed by name.
+
+    >>> import graphc as gc
+    >>> from graphc.nn import Dense, Sequential
+    >>> m = Sequential([Dense(2, seed=1)], input_shape=(3,))
+    >>> t = Trainer(m, np.zeros((1, 3), "float32"), np.zeros(1, "int32"), optimizer=gc.optim.SGD(0.1))
+    >>> sorted(checkpoint_variables(t))[:3]
+    ['model.layers.0.bias', 'model.layers.0.kernel', 'optimizer.iterations']
+    """
+    named = getattr(trainer.model, "named_weights", None)
+    pairs = [(f"model.{k}", v) for k, v in named()] if named is not None else []
+    keyed = {id(v): k for k, v in pairs}
+    opt = trainer.optimizer
+    for attr in ("lr", "iterations"):
+        v = getattr(opt, attr, None)
+        if isinstance(v, SharedVar) and id(v) not in keyed:
+            keyed[id(v)] = f"optimizer.{attr}"
+    # a slot is named "<param name>/<slot>"; get_slot confirms which parameter it belongs to
+    params = [(k, v) for k, v in pairs]
+    for s in getattr(opt, "slots", []):
+        if id(s) in keyed:
+            continue
+        for k, p in params:
+            head = f"{p.name}/"
+            if s.name.startswith(head):
+                try:
+                    if opt.get_slot(p, s.name[len(head):]) is s:
+                        keyed[id(s)] = f"optimizer.{k[len('model.'):]}.{s.name[len(head):]}"
+                        break
+                except KeyError:
+                    pass
+    out: dict[str, SharedVar] = {}
+    for v in trainer.variables:
+        key = keyed.get(id(v), v.name)
+        if key in out:
+            raise ValueError(f"checkpoint_variables: two variables have the key {key!r}")
+        out[key] = v
+    return out
+
+
+def _keyed(variables, what: str) -> dict[str, SharedVar]:
+    if isinstance(variables, Mapping):
+        return dict(variables)
+    names = [v.name for v in variables]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"{what}: variable names must be unique, repeated: {sorted(dup)}")
+    return {v.name: v for v in variables}
+
+
+def save_checkpoint(path: str, variables: Sequence[SharedVar] | Mapping[str, SharedVar], **meta) -> None:
+    """Write the variables and `meta` to `path` as .npz: to a temporary file in the same
+    directory, then renamed over `path`, so a crash never leaves a half-written checkpoint.
+    `variables` is a list (keyed by name) or a dict of key -> variable (as
+    `checkpoint_variables` gives; the file then also records each variable's name, so that
+    `load_checkpoint` by name still works).
 
     >>> import graphc as gc, tempfile, os
     >>> w = gc.shared(np.arange(3, dtype="float32"), name="w")
@@ -163,13 +222,22 @@ def save_checkpoint(path: str, variables: Sequence[SharedVar], **meta) -> None:
     >>> w.set_value(np.zeros(3, "float32")); load_checkpoint(p, [w])["epoch"], w.get_value()
     (3, array([0., 1., 2.], dtype=float32))
     """
-    names = [v.name for v in variables]
-    dup = {n for n in names if names.count(n) > 1}
-    if dup:
-        raise ValueError(f"save_checkpoint: variable names must be unique, repeated: {sorted(dup)}")
-    arrays = {f"var:{v.name}": v.get_value() for v in variables}
+    keyed = _keyed(variables, "save_checkpoint")
+    bad = [k for k in keyed if not isinstance(k, str) or not k]
+    if bad:
+        raise ValueError(f"save_checkpoint: keys must be non-empty strings, got {bad}")
+    arrays = {f"var:{k}": v.get_value() for k, v in keyed.items()}
+    if isinstance(variables, Mapping):  # names too, so a name-keyed load of this file still works
+        arrays["names"] = np.array([[k, v.name] for k, v in keyed.items()], dtype=str).reshape(-1, 2)
     arrays.update({f"meta:{k}": np.asarray(v) for k, v in meta.items()})
     directory = os.path.dirname(os.path.abspath(path))
+    blocker = directory
+    while blocker and not os.path.exists(blocker):
+        blocker = os.path.dirname(blocker)
+    if blocker and not os.path.isdir(blocker):
+        raise NotADirectoryError(f"save_checkpoint: cannot write {path}: {blocker} is a file, not a directory")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"save_checkpoint: {path} is a directory; give a file name such as ck.npz")
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".ckpt-", suffix=".npz", dir=directory)
     try:
@@ -184,28 +252,62 @@ def save_checkpoint(path: str, variables: Sequence[SharedVar], **meta) -> None:
         raise
 
 
-def load_checkpoint(path: str, variables: Sequence[SharedVar], strict: bool = True) -> dict:
-    """Load variables saved by `save_checkpoint` (matched by name; shapes must agree). Returns
-    the metadata. With `strict`, a variable missing from the file is an error."""
+def load_checkpoint(path: str, variables: Sequence[SharedVar] | Mapping[str, SharedVar],
+                    strict: bool = True) -> dict:
+    """Load variables saved by `save_checkpoint` and return the metadata. `variables` is a
+    list (matched by name) or a dict of key -> variable (matched by key, falling back to the
+    variable's name, so checkpoints written by older versions, keyed by name, still load).
+
+    All or nothing: every variable is checked (present, same shape, same dtype) before any is
+    written, and a failure while writing restores the earlier values. With `strict`, a
+    variable missing from the file is an error; otherwise it keeps its value.
+
+    >>> import graphc as gc, tempfile, os
+    >>> a, b = gc.shared(np.zeros(2, "float32"), name="a"), gc.shared(np.zeros(3, "float32"), name="b")
+    >>> p = os.path.join(tempfile.mkdtemp(), "ck.npz"); save_checkpoint(p, {"x.a": a, "x.b": b})
+    >>> _ = load_checkpoint(p, {"x.a": a, "x.b": gc.shared(np.ones(4, "float32"), name="b")})
+    Traceback (most recent call last):
+    ValueError: load_checkpoint: ... x.b (b) has shape (4,), the checkpoint (3,)
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"load_checkpoint: no checkpoint at {path}")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"load_checkpoint: {path} is a directory, not a checkpoint file")
     try:
-        data = np.load(path)
-        stored = {k[4:]: data[k] for k in data.files if k.startswith("var:")}
-        meta = {k[5:]: data[k].item() if data[k].ndim == 0 else data[k] for k in data.files if k.startswith("meta:")}
+        with np.load(path) as data:
+            stored = {k[4:]: data[k] for k in data.files if k.startswith("var:")}
+            meta = {k[5:]: data[k].item() if data[k].ndim == 0 else data[k] for k in data.files
+                    if k.startswith("meta:")}
+            names = {str(n): str(k) for k, n in data["names"]} if "names" in data.files else {}
     except Exception as e:  # a truncated or foreign file
         raise ValueError(f"load_checkpoint: {path} is not a readable graphc checkpoint ({e})") from e
-    missing = [v.name for v in variables if v.name not in stored]
+    keyed = _keyed(variables, "load_checkpoint")
+    plan, missing, problems = [], [], []
+    for key, v in keyed.items():
+        # by key; then by name (a name-keyed file, or a key-keyed file loaded with a list)
+        src = key if key in stored else v.name if v.name in stored else names.get(v.name)
+        if src is None or src not in stored:
+            missing.append(key if key == v.name else f"{key} ({v.name})")
+            continue
+        value, label = stored[src], key if key == v.name else f"{key} ({v.name})"
+        if value.shape != tuple(v.shape):
+            problems.append(f"{label} has shape {tuple(v.shape)}, the checkpoint {value.shape}")
+        elif value.dtype != np.dtype(v.dtype):
+            problems.append(f"{label} has dtype {v.dtype}, the checkpoint {value.dtype}")
+        else:
+            plan.append((v, value))
+    if problems:
+        raise ValueError(f"load_checkpoint: {path} does not fit (nothing was loaded): " + "; ".join(problems))
     if missing and strict:
-        raise KeyError(f"load_checkpoint: {path} has no values for {missing}")
-    for v in variables:
-        if v.name in stored:
-            if stored[v.name].shape != v.shape:
-                raise ValueError(f"load_checkpoint: {v.name} has shape {v.shape}, "
-                                 f"the checkpoint {stored[v.name].shape}")
-    for v in variables:
-        if v.name in stored:
-            v.set_value(stored[v.name])
+        raise KeyError(f"load_checkpoint: {path} has no values for {missing} (nothing was loaded)")
+    before = [(v, v.get_value()) for v, _ in plan]
+    try:
+        for v, value in plan:
+            v.set_value(value)
+    except BaseException:
+        for v, old in before:
+            v.set_value(old)
+        raise
     return meta
 
 
@@ -311,7 +413,8 @@ def fit(model, x, y, *, loss="categorical_crossentropy", optimizer=None, epochs:
     or ``loss(output, target) -> Var``. optimizer: a `graphc.optim` optimizer (default Adam).
     validation_data: (x_val, y_val) for ``val_*`` metrics. callbacks: EarlyStopping,
     ModelCheckpoint, LearningRateScheduler or your own. resume_from: a checkpoint written by
-    ModelCheckpoint; training continues after its epoch. verbose: 0 silent, 1 a tqdm progress
+    ModelCheckpoint (keyed by structure, so the same architecture built again resumes); training
+    continues after its epoch; a path that does not exist is a FileNotFoundError. verbose: 0 silent, 1 a tqdm progress
     bar and a line per epoch, 2 a line per epoch (default: 1 on a terminal, else 2), on stderr.
     plot: write the loss/accuracy PNG there.
     """
@@ -328,8 +431,11 @@ def fit(model, x, y, *, loss="categorical_crossentropy", optimizer=None, epochs:
     verbose = (1 if sys.stderr.isatty() else 2) if verbose is None else int(verbose)
     history = History()
     start_epoch = 0
-    if resume_from is not None and os.path.exists(resume_from):
-        start_epoch = int(load_checkpoint(resume_from, trainer.variables).get("epoch", 0))
+    if resume_from is not None:
+        if not os.path.isfile(resume_from):
+            raise FileNotFoundError(f"fit: resume_from={resume_from!r} does not exist (or is not a file); "
+                                    "pass resume_from=None to start from scratch")
+        start_epoch = int(load_checkpoint(resume_from, checkpoint_variables(trainer)).get("epoch", 0))
     rng = np.random.default_rng(seed)
     for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
         rng.permutation(len(x))

@@ -1,68 +1,32 @@
-"""Shared test machinery: the hypothesis implementation of the op registry's `Draw`, and
-finite-difference helpers."""
+"""Shared test machinery: hypothesis settings, finite-difference helpers, backend runners. The
+hypothesis implementation of the op registry's `Draw` is public: graphc.testing.strategies."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
 
 import graphc as gc
+from graphc.testing.strategies import HypothesisDraw  # noqa: F401 - re-exported for the tests
+
+# A throw-away compile cache for the whole session (removed at exit), so the suite never fills
+# the user's real one; an explicit GRAPHC_CACHE_DIR is kept (to reuse a warm cache on purpose).
+if not os.environ.get("GRAPHC_CACHE_DIR"):
+    _cache = tempfile.mkdtemp(prefix="graphc-test-cache-")
+    os.environ["GRAPHC_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 settings.register_profile("default", max_examples=20, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("thorough", max_examples=200, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
-
-
-class HypothesisDraw:
-    """Implements graphc.ops.registry.Draw with hypothesis' `data.draw`.
-
-    Array values come from a NumPy generator seeded by hypothesis: well spread (no accidental
-    ties or all-zero arrays that make finite differences meaningless) yet reproducible.
-    """
-
-    def __init__(self, data):
-        self.data = data
-        self.rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
-
-    def shape(self, min_dims=0, max_dims=3, min_side=1, max_side=4):
-        n = self.data.draw(st.integers(min_dims, max_dims), label="ndim")
-        return tuple(self.data.draw(st.integers(min_side, max_side), label="side") for _ in range(n))
-
-    def broadcast_shapes(self, n, min_dims=0, max_dims=3):
-        base = self.shape(min_dims, max_dims)
-        out = []
-        for _ in range(n):
-            drop = self.data.draw(st.integers(0, len(base)), label="drop leading")
-            s = list(base[drop:])
-            for i in range(len(s)):
-                if self.data.draw(st.booleans(), label="to one"):
-                    s[i] = 1
-            out.append(tuple(s))
-        return out
-
-    def integers(self, lo, hi):
-        return self.data.draw(st.integers(lo, hi))
-
-    def boolean(self):
-        return self.data.draw(st.booleans())
-
-    def choice(self, options):
-        return self.data.draw(st.sampled_from(list(options)))
-
-    def array(self, shape, lo=-2.0, hi=2.0, avoid=()):
-        x = self.rng.uniform(lo, hi, size=shape)
-        for p in avoid:  # push values out of a 0.1-neighbourhood of kinks
-            x = np.where(np.abs(x - p) < 0.1, p + np.where(x >= p, 0.15, -0.15), x)
-        return np.asarray(x, dtype="float64")
-
-    def int_array(self, shape, lo, hi):
-        return self.rng.integers(lo, hi + 1, size=shape)
 
 
 @pytest.fixture

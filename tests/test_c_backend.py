@@ -251,3 +251,16 @@ def test_a_view_of_a_fused_value_is_read_after_it_is_written():
     for got, want in zip(gc.function([x], outs + grads, backend="c")(xv),
                          gc.function([x], outs + grads, backend="ref")(xv)):
         np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(3, 5, 4), (2, 3, 5, 4), (None, 5, 4)])
+def test_batched_matmul_with_a_shared_right_operand_is_one_gemm(shape):
+    # (..., n, k) @ (k, m): the batch rows stack into one gemm; values must match ref exactly as before
+    rng = np.random.default_rng(1)
+    concrete = tuple(3 if d is None else d for d in shape)
+    x = gc.placeholder("x", shape, "float64")
+    w = gc.constant(rng.normal(size=(4, 6)))
+    f_c, f_ref = gc.function([x], x @ w, backend="c"), gc.function([x], x @ w, backend="ref")
+    xv = rng.normal(size=concrete)
+    np.testing.assert_allclose(f_c(xv), f_ref(xv), rtol=1e-12)
+    assert "nbatch" not in f_c.source  # no loop of small gemms

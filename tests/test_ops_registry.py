@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 import graphc as gc
 from graphc.ops import REGISTRY
+from graphc.testing.strategies import HypothesisDraw
 
-from .conftest import HypothesisDraw, numeric_grad, placeholders_for
+from .conftest import numeric_grad, placeholders_for
 
 ALL = sorted(REGISTRY)
 DIFFERENTIABLE = sorted(n for n, e in REGISTRY.items() if e.differentiable)

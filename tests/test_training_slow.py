@@ -54,3 +54,30 @@ def test_lenet_example_reaches_95_percent_on_mnist5k(tmp_path, capsys):
               f"(+ compile {result['compile_seconds']:.2f} s)")
     assert result["accuracy"] >= 0.95
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def _example(name):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bidirectional_gru_reaches_88_percent_on_mnist1d(tmp_path, capsys):
+    """examples/rnn_mnist1d.py with the MNIST-1D paper's settings (it reports 91%)."""
+    png = tmp_path / "rnn.png"
+    result = _example("rnn_mnist1d").main(["--steps", "4000", "--plot", str(png)])
+    with capsys.disabled():
+        print(f"\nGRU on MNIST-1D: {result['accuracy']:.4f} after {result['steps']} steps in {result['seconds']:.1f} s")
+    assert result["accuracy"] >= 0.88
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_lstm_solves_the_adding_problem(tmp_path):
+    """T = 100: far below the 0.167 MSE of predicting the mean."""
+    result = _example("adding_problem").main(["--steps", "2000", "--plot", str(tmp_path / "adding.png")])
+    assert result["mse"] < 0.05 < result["baseline"]

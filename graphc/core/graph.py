@@ -160,6 +160,13 @@ class SharedVar(Var):
                 if arr.min() < info.min or arr.max() > info.max:
                     raise DTypeError(f"set_value of {self.name!r}: values of the {arr.dtype.name} array do not "
                                      f"fit in {self.dtype}")
+            if arr.dtype.kind == "f" and self.dtype.startswith("float") and arr.size:
+                # a finite value beyond the target's range would silently become inf
+                big = np.finfo(self.dtype).max
+                finite = np.abs(arr[np.isfinite(arr)])
+                if finite.size and finite.max() > big:
+                    raise DTypeError(f"set_value of {self.name!r}: {finite.max():.6g} overflows {self.dtype} "
+                                     f"(largest finite value {float(big):.6g})")
             arr = arr.astype(self.dtype)
         self._storage[...] = arr
         for obs in _storage_observers:
@@ -239,6 +246,13 @@ class Op:
     differentiable = True
     #: False for ops with hidden state (random draws): never folded at compile time.
     foldable = True
+    #: True for ops that hold a step graph (scan): their vjp takes ``vjp=`` (autodiff's primitive)
+    inner_graph = False
+
+    def rng_counters(self, node: Node) -> list:
+        """The hidden call counters (int64 shared scalars) this node draws with; a function
+        advances each by one per call, so every call draws fresh numbers."""
+        return []
 
     @property
     def name(self) -> str:

@@ -31,9 +31,12 @@ from .layers import (
     Layer,
     Sequential,
     get_activation,
+    mask_of,
 )
+from .recurrent import GRU, LSTM, RNN, Bidirectional, SimpleRNN
 
 __all__ = ["Activation", "BatchNormalization", "Dense", "Dropout", "Embedding", "Flatten", "Input", "Layer",
            "Sequential", "get_activation", "init", "losses", "regularizers",
            "AveragePooling2D", "AvgPool2D", "Conv1D", "Conv2D", "Conv2DTranspose", "GlobalAveragePooling2D",
-           "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "UpSampling2D"]
+           "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "UpSampling2D",
+           "GRU", "LSTM", "RNN", "Bidirectional", "SimpleRNN", "mask_of"]

@@ -16,6 +16,7 @@ the inference graph. Both graphs share the same weights.
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -32,6 +33,23 @@ ACTIVATIONS: dict[str, Callable[[Var], Var]] = {
     "linear": lambda x: x, "relu": ops.relu, "sigmoid": ops.sigmoid, "tanh": ops.tanh, "softplus": ops.softplus,
     "elu": ops.elu, "leaky_relu": ops.leaky_relu, "softmax": ops.softmax, "exp": ops.exp,
 }
+
+
+#: Var -> its (batch, time) bool mask, set by Embedding(mask_zero=True) and passed on by layers
+#: that support masking (Keras' mask propagation); recurrent layers skip the padded steps
+_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def mask_of(x: Var) -> Var | None:
+    """The (batch, time) mask attached to `x` (True where a step is real), or None."""
+    return _MASKS.get(x)
+
+
+def set_mask(x: Var, mask: Var | None) -> Var:
+    """Attach `mask` to `x` (for layers that produce or pass on masks); returns `x`."""
+    if mask is not None:
+        _MASKS[x] = mask
+    return x
 
 
 def get_activation(activation) -> Callable[[Var], Var]:
@@ -57,6 +75,9 @@ def Input(shape, dtype: str = "float32", name: str = "input") -> Var:  # noqa: N
 class Layer:
     """Base class: `params` (trainable shared variables), `state` (non-trainable ones),
     `updates` (state updates made by the last training call)."""
+
+    #: pass the input's mask on to the output (Keras' supports_masking)
+    supports_masking = False
 
     def __init__(self, name: str | None = None, seed: int | None = None):
         kind = type(self).__name__.lower()
@@ -85,13 +106,29 @@ class Layer:
             raise shape_error(self.name, f"was built for inputs of shape {self.input_shape}, got {x.shape}")
         out = self.call(x, training)
         self.output_shape = out.shape
+        if self.supports_masking and isinstance(out, Var):
+            set_mask(out, mask_of(x))
         return out
 
     def add_weight(self, name: str, shape: tuple, initializer="zeros", trainable: bool = True) -> SharedVar:
         value = initializers.get(initializer)(tuple(shape), self.rng)
         w = shared(np.asarray(value, "float32"), name=f"{self.name}/{name}")
         (self.params if trainable else self.state).append(w)
+        # the layer-relative name, for checkpoint keys that do not depend on `self.name` (which
+        # comes from a process-global counter and changes when the same model is built again)
+        self.__dict__.setdefault("_weight_keys", {})[id(w)] = name
         return w
+
+    def named_weights(self, prefix: str = "") -> list[tuple[str, SharedVar]]:
+        """(key, variable) for every weight, keyed by structure, as PyTorch's ``state_dict``:
+        ``"kernel"`` for a layer, ``"layers.0.kernel"`` inside a Sequential. The keys are the
+        same each time the same architecture is built, so checkpoints resume in one process.
+
+        >>> Sequential([Dense(2), Dense(1)], input_shape=(3,)).named_weights()[2][0]
+        'layers.1.kernel'
+        """
+        keys = self.__dict__.get("_weight_keys", {})
+        return [(prefix + keys.get(id(w), w.name), w) for w in self.params + self.state]
 
     def count_params(self) -> int:
         return int(sum(np.prod(w.shape) for w in self.params + self.state))
@@ -114,6 +151,8 @@ class Dense(Layer):
     >>> d = Dense(256); _ = d(Input((784,))); d.count_params()
     200960
     """
+
+    supports_masking = True
 
     def __init__(self, units: int, activation=None, use_bias: bool = True, kernel_initializer="glorot_uniform",
                  bias_initializer="zeros", name: str | None = None, seed: int | None = None):
@@ -140,6 +179,8 @@ class Dense(Layer):
 class Activation(Layer):
     """Apply an activation by name ("relu", "tanh", ...) or callable."""
 
+    supports_masking = True
+
     def __init__(self, activation, name: str | None = None):
         super().__init__(name)
         self.activation = get_activation(activation)
@@ -161,6 +202,8 @@ class Flatten(Layer):
 class Dropout(Layer):
     """Zero a fraction `rate` of the inputs in training (scaling the rest by 1/(1-rate));
     the identity at evaluation. Each layer draws from its own Philox stream (its seed)."""
+
+    supports_masking = True
 
     def __init__(self, rate: float, seed: int | None = None, name: str | None = None):
         super().__init__(name, seed)
@@ -224,10 +267,12 @@ class BatchNormalization(Layer):
 class Embedding(Layer):
     """Map integer ids in [0, input_dim) to rows of a (input_dim, output_dim) table."""
 
-    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform", name: str | None = None,
-                 seed: int | None = None):
+    def __init__(self, input_dim: int, output_dim: int, embeddings_initializer="uniform", mask_zero: bool = False,
+                 name: str | None = None, seed: int | None = None):
         super().__init__(name, seed)
         self.input_dim, self.output_dim, self.initializer = int(input_dim), int(output_dim), embeddings_initializer
+        #: id 0 is padding: the output carries a mask that recurrent layers skip (Keras)
+        self.mask_zero = bool(mask_zero)
 
     def build(self, input_shape):
         self.embeddings = self.add_weight("embeddings", (self.input_dim, self.output_dim), self.initializer)
@@ -235,7 +280,8 @@ class Embedding(Layer):
     def call(self, x, training):
         if not x.dtype.startswith("int"):
             x = ops.cast(x, "int32")
-        return ops.take(self.embeddings, x, axis=0)
+        out = ops.take(self.embeddings, x, axis=0)
+        return set_mask(out, ops.not_equal(x, 0)) if self.mask_zero else out
 
 
 class Sequential(Layer):
@@ -286,6 +332,10 @@ class Sequential(Layer):
     @state.setter
     def state(self, value):
         pass
+
+    def named_weights(self, prefix: str = "") -> list[tuple[str, SharedVar]]:
+        """The layers' weights keyed ``layers.<i>.<weight>`` (see `Layer.named_weights`)."""
+        return [kv for i, layer in enumerate(self.layers) for kv in layer.named_weights(f"{prefix}layers.{i}.")]
 
     def summary(self, print_fn=print) -> str:
         """Print (and return) a Keras-like table: layer, output shape, parameter count."""

@@ -6,6 +6,7 @@ import sys as _sys
 from ..core import register_operators as _register_operators
 from . import random
 from ._base import as_var
+from .control import Scan, ScanBody, scan
 from .conv import (
     AvgPool2D,
     AvgPool2DGrad,
@@ -92,6 +93,7 @@ from .shape import (
     getitem,
     one_hot,
     reshape,
+    split,
     squeeze,
     stack,
     stop_gradient,

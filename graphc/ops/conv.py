@@ -454,9 +454,14 @@ class MaxPool2DGrad(Op):
         return "max_pool2d_grad"
 
     def infer(self, g, idx):
-        if g.shape != idx.shape or idx.dtype != "int32":
+        # an unknown (None) dimension matches any size: the cotangent may know the batch that
+        # the input's placeholder leaves open; call-time shapes are checked exactly (infer_shape)
+        same = len(g.shape) == len(idx.shape) and all(a is None or b is None or a == b
+                                                      for a, b in zip(g.shape, idx.shape))
+        if not same or idx.dtype != "int32":
             raise shape_error("max_pool2d_grad", f"gradient {g.shape} and int32 argmax {idx.shape} must match")
-        return (TensorType(g.dtype, (g.shape[0], g.shape[1], *self.in_hw)),)
+        n, c = (a if a is not None else b for a, b in zip(g.shape[:2], idx.shape[:2]))
+        return (TensorType(g.dtype, (n, c, *self.in_hw)),)
 
     def perform(self, node, g, idx):
         n, c = g.shape[:2]

@@ -16,6 +16,8 @@ from sympy.codegen.cfunctions import expm1 as sp_expm1
 from sympy.codegen.cfunctions import log1p as sp_log1p
 
 from ..core import (
+    Constant,
+    DTypeError,
     Op,
     TensorType,
     Var,
@@ -24,6 +26,7 @@ from ..core import (
     canonical_dtype,
     dtype_error,
     is_float,
+    is_int,
 )
 from ._base import as_var, promote
 from .registry import Case, register
@@ -198,6 +201,33 @@ def cast(x, dtype) -> Var:
     return x if x.dtype == dtype else Cast(dtype)(x)
 
 
+def _bool_rule(name: str, args: tuple):
+    """NumPy's rules for bool operands: ``+`` is logical or (so ``b + b`` stays 0/1; the C
+    backend would otherwise store 2 in a bool), ``-`` and unary minus are errors, and
+    ``square``/``power`` give an integer. NumPy gives int8 there; graphc has no int8, so the
+    result is int32 (the same values)."""
+    if name == "add":
+        return args, "maximum", "bool"  # or == max on {0, 1}
+    if name in ("subtract", "negative", "sign"):
+        raise DTypeError(f"{name} of bool tensors is not supported (as in NumPy); use logical ops "
+                         "(gc.not_equal, gc.where) or cast to an integer dtype first")
+    if name in ("square", "power"):
+        return tuple(cast(a, "int32") if isinstance(a, Var) else as_var(a, "int32") for a in args), name, "int32"
+    return args, name, "bool"
+
+
+def _check_int_exponent(e) -> None:
+    """A constant negative integer exponent is a build error, as NumPy's "Integers to negative
+    integer powers are not allowed". Exponents only known at run time follow graphc's rule on
+    every backend: x ** -n is 1/x**n truncated toward zero (1 for x = 1, +-1 for x = -1, else 0)."""
+    if isinstance(e, bool):
+        return
+    value = e.value if isinstance(e, Constant) else e if isinstance(e, (int, np.integer, np.ndarray)) else None
+    if value is not None and np.asarray(value).dtype.kind in "iu" and np.any(np.asarray(value) < 0):
+        raise DTypeError("power: integers to negative integer powers are not allowed (as in NumPy); "
+                         "cast the base to a float dtype first")
+
+
 def _apply(name: str, *args) -> Var:
     spec = SCALAR_OPS[name]
     if spec.kind == "where":
@@ -211,6 +241,10 @@ def _apply(name: str, *args) -> Var:
     if not any(isinstance(a, Var) for a in args):
         args = (as_var(args[0]), *args[1:])
     dtype = promote(*args)
+    if dtype == "bool":
+        args, name, dtype = _bool_rule(name, args)
+    if name == "power" and is_int(dtype):
+        _check_int_exponent(args[1])
     if spec.kind == "float" and not is_float(dtype):
         dtype = "float64"
     vs = [cast(a, dtype) if isinstance(a, Var) else as_var(a, dtype) for a in args]

@@ -105,6 +105,18 @@ def _no_grad(g, inputs, out):
     return [None] * len(inputs)
 
 
+def _np_power(x, y):
+    """np.power, with graphc's rule for a negative integer exponent known only at run time
+    (NumPy raises): 1/x**n truncated toward zero, as the C backend's gc_ipow computes."""
+    if x.dtype.kind in "iu" and np.asarray(y).dtype.kind in "iu" and np.any(np.asarray(y) < 0):
+        x, y = np.broadcast_arrays(x, y)
+        neg = y < 0
+        out = np.power(x, np.where(neg, 0, y))
+        trunc = np.where(x == 1, 1, np.where(x == -1, np.where(y % 2 == 1, -1, 1), 0)).astype(out.dtype)
+        return np.where(neg, trunc, out)
+    return np.power(x, y)
+
+
 def _cmp(name, fn, ref):
     return ScalarOp(name, 2, fn, ref, kind="bool", vjp=_no_grad, differentiable=False)
 
@@ -132,7 +144,7 @@ SCALAR_OPS: dict[str, ScalarOp] = {
         ScalarOp("subtract", 2, lambda x, y: x - y, np.subtract),
         ScalarOp("multiply", 2, lambda x, y: x * y, np.multiply),
         ScalarOp("divide", 2, lambda x, y: x / y, np.true_divide, "float", domain=(0.5, 2)),
-        ScalarOp("power", 2, lambda x, y: x**y, np.power, domain=(0.5, 2)),
+        ScalarOp("power", 2, lambda x, y: x**y, _np_power, domain=(0.5, 2)),
         ScalarOp("maximum", 2, sp.Max, np.maximum, vjp=_maximum_vjp),
         ScalarOp("minimum", 2, sp.Min, np.minimum, vjp=_minimum_vjp),
         _cmp("less", lambda x, y: sp.StrictLessThan(x, y), np.less),

@@ -405,6 +405,35 @@ class Split(Op):
         return [concatenate(parts, self.axis)] + [None] * self.n
 
 
+def split(x, sizes, axis: int = -1) -> list[Var]:
+    """Cut `x` along `axis` into pieces of the given static `sizes` (one kernel; its gradient is
+    one concatenate). The pieces' other dimensions follow `x`, bound at call time.
+
+    >>> import graphc as gc
+    >>> a, b = gc.split(gc.placeholder("z", (None, 6)), [2, 4], axis=1)
+    >>> a.shape, b.shape
+    ((None, 2), (None, 4))
+    """
+    x = as_var(x)
+    axis = normalize_axis(axis, x.shape, "split")
+    sizes = [int(n) for n in sizes]
+    if not sizes or any(n <= 0 for n in sizes):
+        raise shape_error("split", f"sizes must be positive ints, got {sizes}")
+    if x.shape[axis] is not None and sum(sizes) != x.shape[axis]:
+        raise shape_error("split", f"sizes {sizes} add up to {sum(sizes)}, but axis {axis} of {x.shape} has "
+                                   f"{x.shape[axis]}")
+    # the pieces' shapes come from slices that are only read for their shapes (never computed)
+    likes, start = [], 0
+    for n in sizes:
+        idx = [slice(None)] * x.ndim
+        idx[axis] = slice(start, start + n)
+        likes.append(getitem(x, tuple(idx)))
+        start += n
+    if len(sizes) == 1:
+        return [x]
+    return list(Split(axis, len(sizes))(x, *likes))
+
+
 def concatenate(xs, axis: int = 0) -> Var:
     """Join a sequence of tensors along an existing axis.
 
@@ -768,6 +797,19 @@ def _sample_concat(d):
     axis = d.integers(0, len(shape) - 1)
     other = tuple(s + 1 if i == axis else s for i, s in enumerate(shape))
     return Case(lambda a, b: concatenate([a, b], axis), [d.array(shape), d.array(other)])
+
+
+@register("split")
+def _sample_split(d):
+    shape = d.shape(1, 3, min_side=2)
+    axis = d.integers(0, len(shape) - 1)
+    first = d.integers(1, shape[axis] - 1)
+
+    def build(a):
+        p, q = split(a, [first, shape[axis] - first], axis)
+        return concatenate([q * 2.0, p], axis)  # both pieces reach the output
+
+    return Case(build, [d.array(shape)])
 
 
 @register("stack")

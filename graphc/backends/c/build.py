@@ -51,7 +51,16 @@ import cffi
 
 from ...core.errors import CompileError
 
-CC = "gcc"
+CC = "gcc"  # the default; $CC, when set, wins (read at each build, as for detection in runtime)
+
+
+def compiler() -> str:
+    """The C compiler to run: ``$CC`` if set, else gcc (the same rule the backend's detection uses).
+
+    >>> compiler() == (os.environ.get("CC") or "gcc")
+    True
+    """
+    return os.environ.get("CC") or CC
 
 # Counters read by the tests: "compiles" counts gcc runs, "hits" loads from the disk cache,
 # "memo_hits" calls answered from this process's memo without touching the disk.
@@ -147,7 +156,8 @@ def cache_key(source: str, extra_cflags: tuple[str, ...] = ()) -> str:
 
     cflags, ldflags = _base_flags()
     h = hashlib.sha256()
-    parts = [("source", source), ("compiler", _compiler_id()), ("flags", "\0".join(cflags + ldflags + extra_cflags)),
+    parts = [("source", source), ("compiler", _compiler_id(compiler())),
+             ("flags", "\0".join(cflags + ldflags + extra_cflags)),
              ("graphc", __version__), ("kernels", _kernels_digest()), ("cpu", _cpu_id())]
     for name, value in parts:  # length-prefixed, so no two different part lists hash alike
         data = value.encode()
@@ -165,7 +175,7 @@ def compile_command(source_path: str, output_path: str, extra_cflags: tuple[str,
     """
     cflags, ldflags = _base_flags()
     # extra flags go last: a later -O or -march wins, and a -lfoo comes after the source that needs it
-    return [CC, *cflags, source_path, "-o", output_path, *ldflags, *extra_cflags]
+    return [compiler(), *cflags, source_path, "-o", output_path, *ldflags, *extra_cflags]
 
 
 def cache_info() -> dict:
@@ -293,12 +303,17 @@ def _compile(root: Path, tmp: Path, key: str, source: str, extra_cflags: tuple[s
     if proc.returncode != 0:
         failed = _save_failed(root, key, source, proc.stderr)
         shown = [failed if a == "source.c" else a for a in cmd]
-        raise CompileError(f"{CC} failed to compile generated C code (exit status {proc.returncode}):\n"
+        raise CompileError(f"{cmd[0]} failed to compile generated C code (exit status {proc.returncode}):\n"
                            f"{_first_error_lines(proc.stderr)}\n"
                            f"  source saved at {failed}\n  command: {shlex.join(shown)}",
                            source_path=failed, log=proc.stderr)
+    if not (tmp / "lib.so").is_file():  # a broken or fake compiler that "succeeds" without output
+        failed = _save_failed(root, key, source, proc.stderr)
+        raise CompileError(f"{cmd[0]} exited with status 0 but wrote no library (lib.so)\n"
+                           f"  source saved at {failed}\n  command: {shlex.join(cmd)}",
+                           source_path=failed, log=proc.stderr)
     meta = {"key": key, "lib_sha256": _sha256_file(tmp / "lib.so"), "source_sha256": _sha256_file(tmp / "source.c"),
-            "compiler": _compiler_id(), "flags": cmd[1:], "graphc_version": __version__,
+            "compiler": _compiler_id(compiler()), "flags": cmd[1:], "graphc_version": __version__,
             "kernels": _kernels_digest(), "cpu": _cpu_id(), "created": time.time()}
     # written last: an entry whose meta.json is there was complete when it was renamed into place
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
@@ -474,16 +489,16 @@ def _sha256_file(path: Path) -> str:
 
 
 @functools.cache
-def _compiler_id() -> str:
-    """First line of ``gcc --version``."""
+def _compiler_id(cc: str) -> str:
+    """First line of ``<cc> --version``."""
     try:
-        out = subprocess.run([CC, "--version"], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True).stdout
     except FileNotFoundError:
-        raise CompileError(f"the C compiler {CC!r} was not found on PATH; the 'c' backend needs gcc "
+        raise CompileError(f"the C compiler {cc!r} was not found on PATH; the 'c' backend needs gcc "
                            "(Debian/Ubuntu: apt-get install gcc)") from None
     except subprocess.CalledProcessError as e:
-        raise CompileError(f"{CC} --version failed: {e.stderr.strip()}") from None
-    return out.splitlines()[0].strip() if out.strip() else CC
+        raise CompileError(f"{cc} --version failed: {e.stderr.strip()}") from None
+    return out.splitlines()[0].strip() if out.strip() else cc
 
 
 @functools.cache

@@ -60,6 +60,12 @@ def matmul(em, name: str, k) -> str:
             lines.append(f"    for (int64_t j = 0; j < m; j++) c[i*m + j] = {bp}[j];")
         beta = "1"
     batch = mm.shape[:-2]
+    if batch and not ta and a.ndim == mm.ndim and _batch_strides(em, b, mm) == ["0"] * len(batch) \
+            and "0" not in _batch_strides(em, a, mm):
+        # (..., n, k) @ (k, m) with a shared right operand: the batch rows stack into one gemm
+        n = f"({em.size(mm, range(len(batch)))})*({n})"
+        lines[0] = f"  const int64_t n = {n}, m = {m}, kk = {kk};"
+        batch = ()
     if batch:
         nb = em.size(mm, range(len(batch)))
         sa = _batch_strides(em, a, mm)
@@ -119,6 +125,10 @@ def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha: str = "1") -> str:
 
 def op_kernel(em, name: str, k, index: int) -> str:
     node = k.nodes[0]
+    if node.op.inner_graph:
+        from .emit_scan import scan_kernel
+
+        return scan_kernel(em, name, node, index)
     fn = _OPS.get(node.op.name) or _OPS.get(type(node.op).__name__)
     if fn is None:
         raise NotImplementedError(f"C backend: no emitter for op {node.op.name}")
