@@ -29,6 +29,7 @@ demo: $(DEMO_STAMP)
 # tests/conftest.py points GRAPHC_CACHE_DIR at a throw-away directory (unless it is set), so the
 # suite never fills the user's real compile cache
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q --doctest-modules graphc tests
 
 # Exit code 5 means no slow test exists yet; that is not a failure.

@@ -1,4 +1,4 @@
-"""The C backend's issue-3 benchmarks, now run by `graphc bench` (graphc/bench.py holds the
+"""The C backend's issue-3 benchmarks, now run by `graphc bench` (the graphc/bench/ package holds the
 workloads, the timing method and the correctness gate):
 
     .venv/bin/python benchmarks/c_backend.py [--quick] [--json PATH] [--plot PATH]

@@ -52,7 +52,7 @@ def summary(ts: list[float]) -> dict:
     return {"median_s": s["median"], "q1_s": s["q1"], "q3_s": s["q3"], "min_s": s["min"]}
 
 
-from graphc.bench_lenet import NumpyLeNet, graphc_lenet_step, lenet_data, lenet_params  # noqa: E402,F401
+from graphc.bench.lenet import NumpyLeNet, graphc_lenet_step, lenet_data, lenet_params  # noqa: E402,F401
 
 
 def torch_lenet_seconds(batch, repeat, lr):
@@ -61,7 +61,7 @@ def torch_lenet_seconds(batch, repeat, lr):
         import torch
     except ImportError:
         return None
-    from graphc.bench_lenet import LeNetStep
+    from graphc.bench.lenet import LeNetStep
 
     wl = LeNetStep()
     wl.lr = lr

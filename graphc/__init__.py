@@ -12,7 +12,7 @@
 
 from . import data, nn, ops, optim, passes, train
 from .autodiff import grad, hessian, jacobian, vjp
-from .core import CompileError, DTypeError, GradError, Graph, ShapeError, Var, constant
+from .core import CompileError, DTypeError, GradError, Graph, ShapeError, Var, constant, placeholder, shared
 from .ops import (
     abs,
     argmax,
@@ -79,9 +79,8 @@ from .ops import (
     where,
 )
 from .ops import add as add
-from .runtime import Function, function, placeholder, shared
-
-__version__ = "0.1.0"
+from .runtime import Function, function
+from .version import __version__
 
 __all__ = [
     "CompileError", "DTypeError", "Function", "GradError", "Graph", "ShapeError", "Var", "abs", "add", "argmax",

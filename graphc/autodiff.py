@@ -59,9 +59,8 @@ def vjp(outputs: Var | Sequence[Var], wrt: Var | Sequence[Var], cotangents: Var 
     from .core.types import matches
 
     single = isinstance(wrt, Var)
-    outs = [outputs] if isinstance(outputs, Var) else list(outputs)
-    cts = [cotangents] if isinstance(cotangents, Var) else list(cotangents)
-    wrt_list = [wrt] if single else list(wrt)
+    outs, cts, wrt_list = (_var_list(a, what) for a, what in ((outputs, "outputs"), (cotangents, "cotangents"),
+                                                              (wrt, "wrt")))
     if len(outs) != len(cts):
         raise GradError(f"vjp: {len(outs)} output(s) but {len(cts)} cotangent(s)")
     for i, (o, c) in enumerate(zip(outs, cts)):
@@ -73,14 +72,20 @@ def vjp(outputs: Var | Sequence[Var], wrt: Var | Sequence[Var], cotangents: Var 
             raise ShapeError(f"vjp: cotangents[{i}] has shape {c.shape} but outputs[{i}] has shape {o.shape}")
         if not is_float(o.dtype):
             raise GradError(f"vjp: outputs[{i}] is {o.dtype}; only float outputs carry gradients")
-    for i, w in enumerate(wrt_list):
-        if not isinstance(w, Var):
-            raise GradError(f"vjp: wrt[{i}] must be a Var, got {type(w).__name__}")
-        if not is_float(w.dtype):
-            raise GradError(f"vjp: wrt[{i}] ({w.name or w}) is {w.dtype}; only float Vars have gradients")
+    _check_wrt(wrt_list, "vjp")
     grads = _reverse_sweep(outs, cts, wrt_list)
     out = [g if g is not None else zeros_like(w) for g, w in zip(grads, wrt_list)]
     return out[0] if single else out
+
+
+def _var_list(arg, what: str) -> list:
+    # a NumPy array is iterable too: refuse it here rather than take its rows for several arguments
+    if isinstance(arg, Var):
+        return [arg]
+    if isinstance(arg, (list, tuple)):
+        return list(arg)
+    raise GradError(f"vjp: {what} must be a Var or a list of Vars, got {type(arg).__name__}"
+                    + ("; wrap a value in gc.constant(...)" if what == "cotangents" else ""))
 
 
 def _check(cost, wrt_list):
@@ -91,11 +96,15 @@ def _check(cost, wrt_list):
                         "reduce it first, e.g. cost.sum() or cost.mean()")
     if not is_float(cost.dtype):
         raise GradError(f"grad: cost must be float, got {cost.dtype}")
+    _check_wrt(wrt_list, "grad")
+
+
+def _check_wrt(wrt_list, who: str) -> None:
     for i, w in enumerate(wrt_list):
         if not isinstance(w, Var):
-            raise GradError(f"grad: wrt[{i}] must be a Var, got {type(w).__name__}")
+            raise GradError(f"{who}: wrt[{i}] must be a Var, got {type(w).__name__}")
         if not is_float(w.dtype):
-            raise GradError(f"grad: wrt[{i}] ({w.name or w}) is {w.dtype}; only float Vars have gradients")
+            raise GradError(f"{who}: wrt[{i}] ({w.name or w}) is {w.dtype}; only float Vars have gradients")
 
 
 def _stable_form(cost: Var, wrt_list):

@@ -61,10 +61,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .autodiff import grad as _grad
-from .core import SharedVar, Var, is_float
+from .core import SharedVar, Var, is_float, shared
 from .ops import cast, clip, maximum, sqrt, square
 from .ops import sum as _sum
-from .runtime import shared
 
 __all__ = [
     "AdaGrad", "Adam", "AdamW", "Cosine", "LinearDecay", "Momentum", "Nesterov", "Optimizer", "RMSProp", "SGD",

@@ -8,58 +8,20 @@ advanced by implicit updates, so each call draws fresh numbers.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import threading
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from .backends import compile_graph
-from .core import (
-    DTypeError,
-    Graph,
-    Placeholder,
-    ShapeError,
-    SharedVar,
-    TensorType,
-    Var,
-    canonical_dtype,
-    constant,
-    is_float,
-    is_int,
-    leaves,
-    matches,
-    normalize_shape,
-    toposort,
-)
+from .backends import compile_graph, resolve_backend
+from .backends.args import convert_arg
+from .core import DTypeError, Graph, Placeholder, ShapeError, SharedVar, Var, constant, leaves, toposort
+
+# placeholder and shared are IR constructors (graphc.core); re-exported where they used to live
+from .core import placeholder as placeholder
+from .core import shared as shared
 from .passes import optimize
-
-
-def placeholder(name: str, shape=(), dtype="float32") -> Placeholder:
-    """A function input. ``None`` in `shape` is a dimension bound at call time (usually the batch).
-
-    >>> import graphc as gc
-    >>> gc.placeholder("x", (None, 784)).shape
-    (None, 784)
-    """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"placeholder: name must be a non-empty str, got {name!r}")
-    return Placeholder(TensorType(canonical_dtype(dtype), normalize_shape(shape)), name=name)
-
-
-def shared(value, name: str | None = None, dtype=None) -> SharedVar:
-    """State that persists across calls. The value is copied; Python floats become float32.
-
-    >>> import graphc as gc
-    >>> W = gc.shared(np.zeros((784, 10), "float32"), name="W")
-    >>> W.shape, W.dtype
-    ((784, 10), 'float32')
-    """
-    if isinstance(value, Var):
-        raise TypeError("shared() takes an array, not a Var")
-    return SharedVar(constant(value, dtype).value, name=name)
 
 
 class Function:
@@ -149,7 +111,7 @@ class Function:
         if missing:
             raise TypeError(f"function takes {len(self.inputs)} argument(s) ({', '.join(names)}); "
                             f"missing {', '.join(missing)}")
-        convert = getattr(self._program, "convert_arg", _convert_arg)  # the cuda backend also takes CuPy arrays
+        convert = getattr(self._program, "convert_arg", convert_arg)  # the cuda backend also takes CuPy arrays
         return [convert(p, v, self.allow_input_downcast) for p, v in zip(self.inputs, values)]
 
 
@@ -171,26 +133,6 @@ def function(inputs: Sequence[Var], outputs, updates=None, backend: str | None =
     12.0
     """
     return Function(inputs, outputs, updates, backend, **options)
-
-
-_warned_no_cc = False
-
-
-def resolve_backend(backend: str | None) -> str:
-    """The backend to use: the argument, else ``$GRAPHC_BACKEND``, else "c" (or "ref", with a
-    warning, when there is no C compiler)."""
-    global _warned_no_cc
-    if backend is None:
-        backend = os.environ.get("GRAPHC_BACKEND", "c")
-        if backend == "c" and shutil.which(os.environ.get("CC", "gcc")) is None:
-            if not _warned_no_cc:
-                warnings.warn("graphc: no C compiler found (gcc); using the NumPy reference backend",
-                              RuntimeWarning, stacklevel=3)
-                _warned_no_cc = True
-            backend = "ref"
-    if backend not in ("ref", "c", "cuda"):
-        raise ValueError(f"unknown backend {backend!r}; choose 'ref', 'c' or 'cuda'")
-    return backend
 
 
 def _check_inputs(inputs) -> list[Placeholder]:
@@ -257,42 +199,3 @@ def _check_missing_inputs(inputs, exprs) -> None:
         if isinstance(v, Placeholder) and id(v) not in given:
             raise ValueError(f"function: the outputs depend on placeholder {v.name!r}, which is not in inputs "
                              f"({', '.join(p.name for p in inputs) or 'none'})")
-
-
-def _convert_arg(p: Placeholder, value, allow_downcast: bool) -> np.ndarray:
-    """Turn an argument into an array of the input's dtype and check its shape; name the input."""
-    if isinstance(value, Var):
-        raise TypeError(f"input {p.name!r}: got a symbolic Var; functions take arrays")
-    from_python = not isinstance(value, (np.ndarray, np.generic))
-    try:
-        arr = np.asarray(value)
-    except Exception as e:  # ragged lists and the like
-        raise TypeError(f"input {p.name!r}: cannot convert {type(value).__name__} to an array ({e})") from e
-    want = p.dtype
-    have = arr.dtype
-    if have.kind not in "biuf":
-        raise TypeError(f"input {p.name!r} expects {want}, got an array of {have}")
-    if have.name != want:
-        arr = _cast_arg(p, arr, want, from_python, allow_downcast)
-    if not matches(p.shape, arr.shape):
-        raise ShapeError(f"input {p.name!r} expects shape {p.shape}, got {arr.shape}")
-    return arr
-
-
-def _cast_arg(p, arr, want, from_python, allow_downcast):
-    have = arr.dtype
-    if np.can_cast(have, want, "safe"):
-        return arr.astype(want)
-    if is_int(want) and have.kind in "iu":
-        info = np.iinfo(want)
-        if arr.size and (arr.min() < info.min or arr.max() > info.max):
-            raise TypeError(f"input {p.name!r} expects {want}; values of the {have.name} array do not fit")
-        return arr.astype(want)
-    if is_float(want) and from_python and have.kind in "biuf":  # Python numbers are weak, like NumPy's
-        return arr.astype(want)
-    if is_float(want) and have.kind == "f" and allow_downcast:
-        return arr.astype(want)
-    if allow_downcast and not (is_int(want) and have.kind == "f"):
-        return arr.astype(want)
-    hint = f"pass x.astype('{want}')" + ("" if is_int(want) else " or compile with allow_input_downcast=True")
-    raise TypeError(f"input {p.name!r} expects {want}, got {have.name}; {hint}")

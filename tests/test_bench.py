@@ -110,9 +110,10 @@ def test_gate_refuses_a_broken_kernel_before_timing(monkeypatch):
     timed = []
     real_time_blocks = bench.time_blocks
     monkeypatch.setattr(wl, "_graphc", broken)
-    monkeypatch.setattr(bench, "time_blocks", lambda *a, **k: timed.append(a) or real_time_blocks(*a, **k))
-    monkeypatch.setattr(bench, "measure_ceilings", lambda mode: {"copy_GBps": 20.0, "sgemm_GFLOPs": 200.0})
-    monkeypatch.setattr(bench, "framework_available", lambda fw: fw not in ("torch", "torch_compile", "jax"))
+    # patched where they are looked up: run_side lives in bench.harness, run in bench.runner
+    monkeypatch.setattr(bench.harness, "time_blocks", lambda *a, **k: timed.append(a) or real_time_blocks(*a, **k))
+    monkeypatch.setattr(bench.runner, "measure_ceilings", lambda mode: {"copy_GBps": 20.0, "sgemm_GFLOPs": 200.0})
+    monkeypatch.setattr(bench.runner, "framework_available", lambda fw: fw not in ("torch", "torch_compile", "jax"))
     results = bench.run(["ew_short"], "tiny")
     (row,) = results["workloads"]
     assert row["status"] == "FAILED"

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 import graphc as gc
 from graphc.backends.cuda.device import available
+from graphc.backends.cuda.program import MIRRORS
 from graphc.ops import REGISTRY
 
 from .conftest import HypothesisDraw, numeric_grad, placeholders_for, run_both
@@ -175,13 +176,14 @@ def test_training_step_updates_parameters_on_the_device(target):
     tv = rng.integers(0, 3, 8).astype("int32")
     initial = [p.get_value() for p in params]
     before = initial[0]
-    address = program.device.ptr(W1._mirror.array) if W1._mirror is not None else None
+    mirror = MIRRORS.get(W1)
+    address = program.device.ptr(mirror.array) if mirror is not None else None
     losses = [float(host(f(xv, tv))) for _ in range(5)]
     assert losses[-1] < losses[0]  # it learns
-    mirror = W1._mirror
+    mirror = MIRRORS.get(W1)
     assert mirror is not None and mirror.device_newer  # the new value is on the device only
     assert address is None or program.device.ptr(mirror.array) == address  # updated in place
-    assert np.array_equal(W1._storage, before)  # the host copy is stale until read
+    assert np.array_equal(W1.host_array, before)  # the host copy is stale until read
     after = W1.get_value()
     assert not np.array_equal(after, before) and not mirror.device_newer
     for p, v in zip(params, initial):  # host writes reach the device before the next call

@@ -1,10 +1,25 @@
 """The IR: types, Vars, nodes, ops, graphs and errors. Depends on nothing else in graphc."""
 
 from .broadcast import broadcast_concrete, broadcast_static
+from .constructors import placeholder, shared
 from .dtypes import DTYPES, FLOAT_DTYPES, INT_DTYPES, canonical_dtype, is_float, is_int, result_dtype
 from .errors import CompileError, DTypeError, GradError, ShapeError, dtype_error, shape_error, user_line
 from .fgraph import Graph
-from .graph import Constant, Node, Op, Placeholder, SharedVar, Var, apply, clone_replace, constant, leaves, toposort
+from .graph import (
+    Constant,
+    Node,
+    Op,
+    Placeholder,
+    SharedVar,
+    Var,
+    add_storage_observer,
+    apply,
+    clone_replace,
+    constant,
+    leaves,
+    register_operators,
+    toposort,
+)
 from .types import TensorType, format_shape, matches, normalize_shape
 
 __all__ = [
@@ -13,4 +28,5 @@ __all__ = [
     "clone_replace", "broadcast_static", "canonical_dtype", "constant", "dtype_error", "format_shape", "is_float",
     "is_int",
     "leaves", "matches", "normalize_shape", "result_dtype", "shape_error", "toposort", "user_line",
+    "add_storage_observer", "placeholder", "register_operators", "shared",
 ]

@@ -23,11 +23,21 @@ if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
 
-def _ops():
-    # Var's operators are defined by the op library; imported late because core sits upstream.
-    import graphc.ops as ops
+_operators = None
 
-    return ops
+
+def register_operators(namespace) -> None:
+    """Give Var its operators: `namespace` (graphc.ops, which calls this when it is imported) has
+    the functions ``x + y``, ``x @ y``, ``x.sum()``, ... build (add, matmul, sum, ...). Core sits
+    below the op library, so the op library plugs them in rather than core importing it."""
+    global _operators
+    _operators = namespace
+
+
+def _ops():
+    if _operators is None:
+        raise RuntimeError("Var operators come from graphc.ops, which is not imported yet: import graphc")
+    return _operators
 
 
 class Var:
@@ -120,15 +130,12 @@ class Constant(Var):
 class SharedVar(Var):
     """State that persists across calls (weights, optimizer slots, RNG counters)."""
 
-    __slots__ = ("_storage", "_mirror", "lock")
+    __slots__ = ("_storage", "lock")
     _ids = itertools.count()
 
     def __init__(self, value: np.ndarray, name: str | None = None):
         super().__init__(TensorType(value.dtype.name, value.shape), name=name or f"shared{next(self._ids)}")
         self._storage = np.array(value, copy=True, order="C")
-        #: a device copy kept by the CUDA backend, or None: ``pull(host)`` refreshes the host array
-        #: when the device copy is newer, ``host_changed()`` marks the device copy stale
-        self._mirror = None
         #: held by every compiled call that reads or updates this variable (graphc.function takes
         #: the locks of all its shared variables in one global order), so that two functions
         #: updating it from two threads never interleave their writes
@@ -141,8 +148,8 @@ class SharedVar(Var):
         >>> gc.shared(np.ones(2, "float32")).get_value()
         array([1., 1.], dtype=float32)
         """
-        if self._mirror is not None:
-            self._mirror.pull(self._storage)
+        for obs in _storage_observers:
+            obs.pull(self)
         return self._storage.copy()
 
     def set_value(self, value) -> None:
@@ -167,16 +174,34 @@ class SharedVar(Var):
                                      f"(largest finite value {float(big):.6g})")
             arr = arr.astype(self.dtype)
         self._storage[...] = arr
-        if self._mirror is not None:
-            self._mirror.host_changed()
+        for obs in _storage_observers:
+            obs.host_changed(self)
 
     @property
     def storage(self) -> np.ndarray:
         """The live array (no copy). Backends read and update it in place."""
-        if self._mirror is not None:  # the caller may read it (refresh it) and write it (upload again)
-            self._mirror.pull(self._storage)
-            self._mirror.host_changed()
+        for obs in _storage_observers:  # the caller may read it (refresh it) and write it (upload again)
+            obs.pull(self)
+            obs.host_changed(self)
         return self._storage
+
+    @property
+    def host_array(self) -> np.ndarray:
+        """The live host array, without telling the storage observers: for an observer itself
+        (a backend keeping a device copy), which knows whether the array is current."""
+        return self._storage
+
+
+# Backends that keep copies of shared values elsewhere (the CUDA backend's device memory).
+_storage_observers: list = []
+
+
+def add_storage_observer(observer) -> None:
+    """Register a keeper of copies of shared values: ``observer.pull(sv)`` must bring
+    ``sv.host_array`` up to date before the host array is read, ``observer.host_changed(sv)``
+    learns that it may have been written. The CUDA backend registers its device mirrors."""
+    if observer not in _storage_observers:
+        _storage_observers.append(observer)
 
 
 class Node:
@@ -206,9 +231,22 @@ class Op:
     Everything about an op lives in its class: `infer` (types, raising ShapeError/DTypeError),
     `perform` (the NumPy reference), `vjp` (the gradient, built from graph ops) and
     `infer_shape` (call-time shapes, for backends that bind dimensions at run time).
+    Passes read the facts an op declares below, never its name.
     """
 
     nout = 1
+    #: True when output 0 is input 0's data seen differently (reshape, expand_dims, ...): no
+    #: kernel runs, and the scheduler treats the output as an alias of the input's buffer.
+    is_view = False
+    #: True when output element i depends only on element i of each (broadcast) input: fusable
+    #: into one elementwise loop.
+    elementwise = False
+    #: True when the output's shape is the (broadcast) shape of the inputs: output axis k is axis
+    #: k of each input of the same rank (elementwise ops, cast, softmax, stop_gradient).
+    keeps_shape = False
+    #: How many leading inputs are read for their values; the rest only for their (call-time)
+    #: shapes, like broadcast_like's `like`. None: every input is read.
+    value_inputs = None
     #: False for ops whose output carries no gradient (comparisons, argmax, shape queries).
     differentiable = True
     #: False for ops with hidden state (random draws): never folded at compile time.

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import ops
 from ..core import ShapeError, Var, shape_error
-from ..ops.conv import Conv2DGradInput, _same_pads
+from ..ops.conv import Conv2DGradInput, same_pads
 from .layers import Layer, get_activation
 
 
@@ -187,7 +187,7 @@ class Conv2DTranspose(_ConvBase):
                     ek = d * (k - 1) + 1
                     size = n * s + max(ek - s, 0) if self.padding == "valid" else n * s
                     out.append(size)
-                    pads.append((0, 0) if self.padding == "valid" else _same_pads(size, k, s, d))
+                    pads.append((0, 0) if self.padding == "valid" else same_pads(size, k, s, d))
                 y = Conv2DGradInput(self.strides, (*pads[0], *pads[1]), self.dilation_rate, tuple(out))(x, self.kernel)
         return self._bias_act(y)
 

@@ -22,9 +22,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .. import ops
-from ..core import SharedVar, Var, shape_error
-from ..ops._base import as_var
-from ..runtime import placeholder, shared
+from ..core import SharedVar, Var, placeholder, shape_error, shared
+from ..ops import as_var
 from . import init as initializers
 
 _layer_ids: dict[str, itertools.count] = {}

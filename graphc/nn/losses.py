@@ -31,7 +31,7 @@ import numpy as np
 
 from .. import ops
 from ..core import Var, dtype_error, is_float, is_int, shape_error
-from ..ops._base import as_var
+from ..ops import as_var
 
 REDUCTIONS = ("mean", "sum", "none")
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import ops
 from ..core import Var, constant, is_float
-from ..ops._base import as_var
+from ..ops import as_var
 
 __all__ = ["clip_by_global_norm", "clip_by_value", "global_norm", "l1", "l2", "max_norm"]
 

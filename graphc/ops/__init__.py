@@ -1,7 +1,11 @@
 """The op library. Each family module defines its ops (type inference, NumPy reference, vjp)
 and registers a test recipe for each public function in `registry.REGISTRY`."""
 
+import sys as _sys
+
+from ..core import register_operators as _register_operators
 from . import random
+from ._base import as_var
 from .control import Scan, ScanBody, scan
 from .conv import (
     AvgPool2D,
@@ -100,3 +104,6 @@ from .shape import (
 )
 
 __all__ = [n for n in dir() if not n.startswith("_")]
+
+# Var's operators (x + y, x @ y, x.sum(), x[i], ...) are this layer's functions; core asks for them.
+_register_operators(_sys.modules[__name__])

@@ -57,8 +57,13 @@ def _ints(value, n: int, what: str, op: str, minimum: int = 1) -> tuple:
     return tuple(int(v) for v in vals)
 
 
-def _same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
-    """TensorFlow's "same": ceil(size / s) outputs, the odd padding row at the end."""
+def same_pads(size: int, k: int, s: int, d: int) -> tuple[int, int]:
+    """TensorFlow's "same" padding of one axis (size, kernel, stride, dilation): ceil(size / s)
+    outputs, the odd padding row at the end.
+
+    >>> same_pads(28, 5, 1, 1), same_pads(7, 2, 2, 1)
+    ((2, 2), (0, 1))
+    """
     out = -(-size // s)
     total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
     return total // 2, total - total // 2
@@ -71,7 +76,7 @@ def _padding(padding, in_hw, k_hw, stride, dilation, op: str) -> tuple:
         if mode == "valid":
             return (0, 0, 0, 0)
         if mode == "same":
-            (t, b), (left, right) = (_same_pads(n, k, s, d) for n, k, s, d in zip(in_hw, k_hw, stride, dilation))
+            (t, b), (left, right) = (same_pads(n, k, s, d) for n, k, s, d in zip(in_hw, k_hw, stride, dilation))
             return (t, b, left, right)
         raise shape_error(op, f"padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(isinstance(p, (tuple, list))

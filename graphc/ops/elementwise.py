@@ -38,6 +38,9 @@ class Elemwise(Op):
     """Apply scalar op `scalar` elementwise with broadcasting. Inputs share one dtype
     (except the bool condition of `where`); the public functions insert casts."""
 
+    elementwise = True
+    keeps_shape = True
+
     scalar: str
 
     @property
@@ -90,6 +93,9 @@ class Elemwise(Op):
 @dataclass(frozen=True)
 class Cast(Op):
     """Convert to `dtype` (NumPy's astype). The gradient flows back only between float dtypes."""
+
+    elementwise = True
+    keeps_shape = True
 
     dtype: str
 

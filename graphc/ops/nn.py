@@ -22,6 +22,8 @@ def _np_log_softmax(x, axis):
 class Softmax(Op):
     """exp(x) / sum(exp(x)) along `axis`, computed after subtracting the max."""
 
+    keeps_shape = True
+
     axis: int
 
     def infer(self, x):
@@ -42,6 +44,8 @@ class Softmax(Op):
 @dataclass(frozen=True)
 class LogSoftmax(Op):
     """x - logsumexp(x) along `axis`."""
+
+    keeps_shape = True
 
     axis: int
 

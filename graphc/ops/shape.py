@@ -36,6 +36,8 @@ def _prod(dims):
 class Reshape(Op):
     """NumPy reshape to `shape` (ints, at most one -1)."""
 
+    is_view = True
+
     shape: tuple
 
     def infer(self, x):
@@ -78,6 +80,9 @@ def _call_error(op, msg):
 class ReshapeLike(Op):
     """Reshape the first input to the (call-time) shape of the second; used by gradients when a
     shape has several unknown dimensions."""
+
+    is_view = True
+    value_inputs = 1  # `like` gives its shape only
 
     def infer(self, x, like):
         return (TensorType(x.dtype, like.shape),)
@@ -172,6 +177,8 @@ def swap_last(x: Var) -> Var:
 class ExpandDims(Op):
     """Insert size-1 axes at `axes` (positions in the output)."""
 
+    is_view = True
+
     axes: tuple
 
     def infer(self, x):
@@ -196,6 +203,8 @@ class ExpandDims(Op):
 @dataclass(frozen=True)
 class Squeeze(Op):
     """Remove size-1 axes `axes`."""
+
+    is_view = True
 
     axes: tuple
 
@@ -248,6 +257,8 @@ def squeeze(x, axis=None) -> Var:
 class BroadcastTo(Op):
     """Broadcast to a static `shape` (NumPy ``broadcast_to``)."""
 
+    elementwise = True
+
     shape: tuple
 
     def infer(self, x):
@@ -266,6 +277,9 @@ class BroadcastTo(Op):
 @dataclass(frozen=True)
 class BroadcastLike(Op):
     """Broadcast the first input to the shape of the second (bound at call time)."""
+
+    elementwise = True
+    value_inputs = 1  # `like` gives its shape only
 
     def infer(self, x, like):
         if x.ndim > like.ndim:
@@ -366,6 +380,8 @@ class Concatenate(Op):
 class Split(Op):
     """Cut the first input along `axis` into pieces shaped like the other `n` inputs
     (a multi-output op; the gradient of concatenate)."""
+
+    value_inputs = 1
 
     axis: int
     n: int
@@ -549,6 +565,8 @@ class Subtensor(Op):
 class SubtensorGrad(Op):
     """Zeros shaped like the second input, with the first written at ``[idx]``."""
 
+    value_inputs = 1  # the rest give the shape of x
+
     idx: tuple
 
     def infer(self, g, like):
@@ -613,6 +631,8 @@ class Take(Op):
 @dataclass(frozen=True)
 class TakeGrad(Op):
     """Scatter-add the first input into zeros shaped like the third, at `indices` along `axis`."""
+
+    value_inputs = 2  # the gradient and the indices; the rest give the shape
 
     axis: int
 
@@ -687,6 +707,8 @@ def one_hot(indices, depth: int, dtype: str = "float32") -> Var:
 class Dim(Op):
     """The size of `axis` as an int64 scalar (static sizes are folded to constants)."""
 
+    value_inputs = 0  # reads only the input's shape
+
     axis: int
     differentiable = False
 
@@ -710,6 +732,9 @@ def dim(x: Var, axis: int) -> Var:
 @dataclass(frozen=True)
 class StopGradient(Op):
     """Identity whose gradient is zero."""
+
+    is_view = True
+    keeps_shape = True
 
     def infer(self, x):
         return (x,)

@@ -22,20 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..core import Graph, Node, Var
-from ..ops import (
-    BroadcastLike,
-    BroadcastTo,
-    Cast,
-    Elemwise,
-    ExpandDims,
-    Matmul,
-    Reduce,
-    Reshape,
-    ReshapeLike,
-    Squeeze,
-    StopGradient,
-    Transpose,
-)
+from ..ops import Elemwise, Matmul, Reduce, Transpose
 
 #: most nodes one fused kernel holds. gcc's time on one function grows faster than linearly
 #: with its length (a 500-op chain as one kernel: 12 s), so long chains are cut into kernels
@@ -43,25 +30,12 @@ from ..ops import (
 #: ``$GRAPHC_MAX_FUSED`` overrides it (read when a schedule is made).
 MAX_FUSED = 64
 
-VIEW_OPS = (Reshape, ReshapeLike, ExpandDims, Squeeze, StopGradient)
-ELEMENTWISE_OPS = (Elemwise, Cast, BroadcastTo, BroadcastLike)
-
 
 def data_inputs(node: Node) -> list[Var]:
     """The inputs whose *values* a node reads (shape-only inputs, like the second input of
     broadcast_like, are left out: their sizes come from the bound call-time shapes)."""
-    name = node.op.name
-    if name in ("broadcast_like", "reshape_like"):
-        return [node.inputs[0]]
-    if name in ("subtensor_grad",):
-        return [node.inputs[0]]
-    if name == "take_grad":
-        return list(node.inputs[:2])
-    if name == "split":
-        return [node.inputs[0]]
-    if name == "dim":
-        return []
-    return list(node.inputs)
+    n = node.op.value_inputs
+    return list(node.inputs if n is None else node.inputs[:n])
 
 
 @dataclass(eq=False)
@@ -171,11 +145,11 @@ def schedule(graph: Graph, late: set[int] = frozenset()) -> Schedule:
 
     for node in nodes:
         ins = data_inputs(node)
-        if isinstance(node.op, VIEW_OPS):
+        if node.op.is_view:
             views[id(node.outputs[0])] = node.inputs[0]
             continue
         group = None
-        if isinstance(node.op, ELEMENTWISE_OPS):
+        if node.op.elementwise:
             shape = node.outputs[0].shape
             cands = []
             for v in ins:

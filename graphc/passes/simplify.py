@@ -11,7 +11,7 @@ A rule only fires when the result has exactly the type of the node it replaces.
 from __future__ import annotations
 
 from ..core import Var
-from ..ops import Elemwise, Reduce, Reshape, Transpose, dim, negative, sqrt, square
+from ..ops import Reduce, Reshape, Transpose, dim, negative, sqrt, square
 from .rewrite import RuleSet, graph_pass, producer, same_type, scalar_value
 
 rules = RuleSet("simplify")
@@ -149,9 +149,6 @@ def squeeze_of_keepdims_reduction(node):
     return None
 
 
-_SAME_SHAPE = {"cast", "softmax", "log_softmax", "stop_gradient"}
-
-
 @rules.on("dim")
 def lift_dim(node):
     """dim(f(x), k) -> dim(x, k') when f maps axis k' of an input to axis k of its output, so that
@@ -162,7 +159,7 @@ def lift_dim(node):
         return None
     op, ins, out = owner.op, owner.inputs, owner.outputs[0]
     source = None
-    if isinstance(op, Elemwise) or op.name in _SAME_SHAPE:
+    if op.keeps_shape:  # elementwise ops, cast, softmax, ...: output axis k is axis k of the inputs
         source = next(((u, axis) for u in ins if u.ndim == out.ndim and u.shape[axis] != 1), None)
     elif op.name == "transpose":
         source = (ins[0], op.perm[axis])

@@ -152,7 +152,7 @@ def cache_key(source: str, extra_cflags: tuple[str, ...] = ()) -> str:
     >>> len(k), k == cache_key("int f(void) { return 2; }"), k == cache_key("int f(void) { return 1; }", ("-g",))
     (64, False, False)
     """
-    from ... import __version__
+    from ...version import __version__
 
     cflags, ldflags = _base_flags()
     h = hashlib.sha256()
@@ -316,7 +316,7 @@ def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
 
 def _compile(root: Path, tmp: Path, key: str, source: str, extra_cflags: tuple[str, ...]) -> None:
     """Run gcc in `tmp`, leaving lib.so, source.c and meta.json there; CompileError on failure."""
-    from ... import __version__
+    from ...version import __version__
 
     (tmp / "source.c").write_text(source)
     cmd = compile_command("source.c", "lib.so", extra_cflags)

@@ -311,7 +311,7 @@ def check_compiles(source: str, arch: str = DEFAULT_ARCH, *, compiler: Compiler 
 
 
 def cache_key(source: str, arch: str, compiler: Compiler, options: tuple[str, ...] = ()) -> str:
-    from ... import __version__
+    from ...version import __version__
 
     h = hashlib.sha256()
     parts = [("cuda-source", source), ("header", header_text()), ("compiler", f"{compiler.kind} {compiler.version}"),

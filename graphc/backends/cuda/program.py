@@ -9,8 +9,9 @@ slot and the launch sequence (grid sizes, kernel arguments, cuBLAS geometry). A 
 NumPy arguments (CuPy arguments are used in place), allocates the outputs, runs the pre-bound
 sequence on the current stream and returns CuPy arrays (NumPy with ``to_host=True``).
 
-Shared variables live on the device: each SharedVar gets a device mirror (``SharedVar._mirror``)
-that every CUDA function using it shares; updates are written there in place. The host copy is
+Shared variables live on the device: each SharedVar gets a device mirror (kept in `MIRRORS`, a
+weak registry that core's SharedVar consults through its storage-observer hook) that every CUDA
+function using it shares; updates are written there in place. The host copy is
 refreshed lazily: ``get_value()`` downloads it when the device copy is newer, and ``set_value()``
 marks the device copy stale, to be uploaded before the next CUDA call.
 
@@ -24,13 +25,15 @@ import itertools
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Sequence
 
 import numpy as np
 
-from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar
+from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar, add_storage_observer, matches
 from ...passes.fuse import schedule
 from ...passes.memory import plan_memory
+from ..args import cast_arg, convert_arg
 from ..debugcheck import check_kernels
 from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
 from .emit import Copy, CudaEmitter, Gemm, Launch, Memset
@@ -51,9 +54,9 @@ def make_device():
 
 
 class DeviceMirror:
-    """The device copy of one SharedVar (stored in ``SharedVar._mirror``). `device_newer`: a CUDA
-    call changed it since the host copy was refreshed; `host_newer`: the host copy may have been
-    written since the last upload."""
+    """The device copy of one SharedVar (kept in `MIRRORS`). `device_newer`: a CUDA call changed it
+    since the host copy was refreshed; `host_newer`: the host copy may have been written since the
+    last upload."""
 
     __slots__ = ("device", "array", "device_newer", "host_newer")
 
@@ -79,15 +82,49 @@ class DeviceMirror:
             self.host_newer = False
 
 
+class MirrorRegistry:
+    """The device mirror of each SharedVar that a CUDA function has used, held weakly (a mirror
+    goes with its variable). Registered with core as a storage observer, so that reading a
+    shared value on the host downloads a newer device copy first, and writing it marks the
+    device copy stale."""
+
+    def __init__(self):
+        self._mirrors: weakref.WeakKeyDictionary[SharedVar, DeviceMirror] = weakref.WeakKeyDictionary()
+
+    def get(self, sv: SharedVar) -> DeviceMirror | None:
+        """`sv`'s mirror, or None if no CUDA function has used it."""
+        return self._mirrors.get(sv)
+
+    def of(self, device, sv: SharedVar) -> DeviceMirror:
+        """`sv`'s mirror on `device`, made (uploaded) on first use."""
+        m = self._mirrors.get(sv)
+        if m is not None and m.device.kind != device.kind:  # moving between the GPU and the emulator
+            m.pull(sv.host_array)
+            m = None
+        if m is None:
+            m = DeviceMirror(device, sv.host_array)
+            self._mirrors[sv] = m
+        return m
+
+    # the storage-observer protocol of graphc.core.SharedVar
+    def pull(self, sv: SharedVar) -> None:
+        m = self._mirrors.get(sv)
+        if m is not None:
+            m.pull(sv.host_array)
+
+    def host_changed(self, sv: SharedVar) -> None:
+        m = self._mirrors.get(sv)
+        if m is not None:
+            m.host_changed()
+
+
+MIRRORS = MirrorRegistry()
+add_storage_observer(MIRRORS)
+
+
 def mirror_of(device, sv: SharedVar) -> DeviceMirror:
-    m = sv._mirror
-    if m is not None and m.device.kind != device.kind:  # moving between the GPU and the emulator
-        m.pull(sv._storage)
-        m = None
-    if m is None:
-        m = DeviceMirror(device, sv._storage)
-        sv._mirror = m
-    return m
+    """`sv`'s device mirror on `device` (see `MirrorRegistry.of`)."""
+    return MIRRORS.of(device, sv)
 
 
 class _Signature:
@@ -131,17 +168,14 @@ class CudaProgram:
     def convert_arg(self, p: Placeholder, value, allow_downcast: bool):
         """Function's argument check, accepting device arrays (CuPy, or anything with
         ``__cuda_array_interface__``) without a copy to the host."""
-        from ... import runtime
-        from ...core import matches
-
         dev = self.device
         if dev.kind != "cuda" or not dev.is_array(value):
-            return runtime._convert_arg(p, value, allow_downcast)
+            return convert_arg(p, value, allow_downcast)
         arr = value if isinstance(value, dev.array_type) else dev.asarray(value)
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"input {p.name!r} expects {p.dtype}, got an array of {arr.dtype}")
         if arr.dtype.name != p.dtype:
-            arr = runtime._cast_arg(p, arr, p.dtype, False, allow_downcast)
+            arr = cast_arg(p, arr, p.dtype, False, allow_downcast)
         if not matches(p.shape, arr.shape):
             raise ShapeError(f"input {p.name!r} expects shape {p.shape}, got {arr.shape}")
         return arr
@@ -286,7 +320,7 @@ class CudaProgram:
             self._precheck(args, sig)
             on_device = [dev.asarray(a) for a in args]
             for s in self._shared:
-                mirror_of(dev, s).push(s._storage)
+                mirror_of(dev, s).push(s.host_array)
             ptrs = list(sig.ptrs)
             for (slot, _), a in zip(self._input_slots, on_device):
                 if slot is not None:

@@ -13,7 +13,8 @@ import numpy as np
 
 import graphc as gc
 
-from .bench import Impl, Workload, _torch_fn
+from .frameworks import torch_fn
+from .harness import Impl, Workload
 
 # -- the model -----------------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class LeNetStep(Workload):
                     v -= lr * v.grad
             return loss.detach()
 
-        return Impl(_torch_fn(step, compiled), lambda: [p[k].detach().numpy().copy() for k in SHAPES])
+        return Impl(torch_fn(step, compiled), lambda: [p[k].detach().numpy().copy() for k in SHAPES])
 
     def _jax(self, size):
         raise NotImplementedError("no JAX twin of the LeNet step yet")

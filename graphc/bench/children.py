@@ -1,0 +1,115 @@
+"""Child processes: each of PyTorch, torch.compile and JAX is timed in a process of its own (their
+thread pools would contend with graphc's and NumPy's on a small machine), and the compile-time
+workload runs graphc in fresh processes (cold and warm cache)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+
+from .frameworks import LABELS
+from .harness import MODES, Mode, error_text, run_side, summarize
+from .registry import get_workload
+
+CHILD_CODE = "import sys; from graphc.bench.children import child_main; sys.exit(child_main(sys.argv[1]))"
+CHILD_TAG = "GRAPHC-BENCH "
+
+
+def child_main(spec_json: str) -> int:
+    """Entry point of a child process: time one framework on the given workloads, printing one
+    tagged JSON line per workload as soon as it is done (a timeout keeps the finished ones)."""
+    spec = json.loads(spec_json)
+    mode = MODES[spec["mode"]]
+    fw = spec["framework"]
+    if fw == "jax":
+        import warnings
+
+        warnings.filterwarnings("ignore", message=".*[Dd]onat.*")
+    for name in spec["names"]:
+        try:
+            res = run_side(get_workload(name), [fw], mode)
+        except Exception as e:
+            res = {"times": {}, "failed": {fw: error_text(e)}, "build_s": {}}
+            traceback.print_exc()
+        print(CHILD_TAG + json.dumps({"name": name, **res}), flush=True)
+    return 0
+
+
+def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dict]:
+    """Time framework `fw` on `names` in a child process; {name: run_side result}. Workloads the
+    child did not finish (timeout, crash) get a failure naming the cause."""
+    env = dict(os.environ)
+    tmp = None
+    if fw == "torch_compile":
+        env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile-worker pool spinning beside the timings
+        tmp = tempfile.mkdtemp(prefix="graphc-bench-inductor-")
+        env["TORCHINDUCTOR_CACHE_DIR"] = tmp  # a cold compile, comparable with graphc's cold one
+    spec = json.dumps({"framework": fw, "names": names, "mode": mode.name})
+    proc = subprocess.Popen([sys.executable, "-c", CHILD_CODE, spec], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    why = None
+    try:
+        stdout, stderr = proc.communicate(timeout=mode.child_timeout)
+        if proc.returncode:
+            why = f"child process exited with {proc.returncode}: {stderr.strip().splitlines()[-1:] or ''}"
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        why = f"timeout: the {LABELS[fw]} child ran past {mode.child_timeout:.0f} s"
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    results = {}
+    for line in (stdout or "").splitlines():
+        if line.startswith(CHILD_TAG):
+            r = json.loads(line[len(CHILD_TAG):])
+            results[r.pop("name")] = r
+    for name in names:
+        if name not in results:
+            results[name] = {"times": {}, "failed": {fw: why or "the child process gave no result"}, "build_s": {}}
+    return results
+
+
+COMPILE_CHILD = """
+import json, time
+from graphc.bench.mlp import MLP_ADAM, graphc_mlp_step
+from graphc.backends.c import build
+f, _, s = graphc_mlp_step(MLP_ADAM._sizes({size!r}))
+print("GRAPHC-BENCH " + json.dumps({{"compile_s": s, "stats": build.STATS}}))
+"""
+
+
+def run_compile(mode: Mode) -> dict:
+    """Cold and warm compile time of the MLP Adam step, each in a new process: cold with a fresh
+    GRAPHC_CACHE_DIR (passes + codegen + gcc), warm right after in the same directory (cache hit)."""
+    cold, warm = [], []
+    out: dict = {"times": {}, "failed": {}, "build_s": {}}
+    try:
+        for _ in range(mode.compile_runs):
+            cache = tempfile.mkdtemp(prefix="graphc-bench-cache-")
+            try:
+                env = dict(os.environ, GRAPHC_CACHE_DIR=cache)
+                for want_compiles, sink in ((1, cold), (0, warm)):
+                    r = subprocess.run([sys.executable, "-c", COMPILE_CHILD.format(size=mode.size)], env=env,
+                                       capture_output=True, text=True, timeout=300)
+                    if r.returncode:
+                        raise RuntimeError(f"compile child failed: {r.stderr.strip()[-400:]}")
+                    line = [ln for ln in r.stdout.splitlines() if ln.startswith(CHILD_TAG)][-1]
+                    res = json.loads(line[len(CHILD_TAG):])
+                    if res["stats"]["compiles"] != want_compiles:
+                        raise AssertionError(f"expected {want_compiles} gcc compile(s), the child made "
+                                             f"{res['stats']['compiles']} ({res['stats']})")
+                    sink.append(res["compile_s"])
+            finally:
+                shutil.rmtree(cache, ignore_errors=True)
+    except Exception as e:
+        out["failed"]["graphc"] = error_text(e)
+        return out
+    out["times"] = {"cold": summarize(cold), "warm": summarize(warm)}
+    return out
