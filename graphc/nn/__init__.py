@@ -32,8 +32,9 @@ from .layers import (
     Sequential,
     get_activation,
 )
+from .models import Lambda, LeakyReLU, Model, Reshape
 
 __all__ = ["Activation", "BatchNormalization", "Dense", "Dropout", "Embedding", "Flatten", "Input", "Layer",
-           "Sequential", "get_activation", "init", "losses", "regularizers",
+           "Sequential", "get_activation", "Lambda", "LeakyReLU", "Model", "Reshape", "init", "losses", "regularizers",
            "AveragePooling2D", "AvgPool2D", "Conv1D", "Conv2D", "Conv2DTranspose", "GlobalAveragePooling2D",
            "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "UpSampling2D"]
