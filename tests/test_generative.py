@@ -225,3 +225,64 @@ def test_functional_model_with_two_inputs_and_two_outputs():
         m(pa)
     with pytest.raises(ValueError, match="wrapped in Lambda"):
         Model(a, Dense(2)(a) * 2.0)
+
+
+ae = load_example("autoencoders")
+gan = load_example("gan_ring")
+
+
+def test_contractive_penalty_matches_the_autodiff_jacobian_of_a_sigmoid_encoder():
+    rng = np.random.default_rng(0)
+    x = gc.placeholder("x", (None, 6))
+    W = gc.shared(rng.standard_normal((6, 4)).astype("float32"), name="cW")
+    b = gc.shared(rng.standard_normal(4).astype("float32"), name="cb")
+    h = gc.sigmoid(x @ W + b)
+    closed = ae.contractive_penalty(h, W)
+    # row j of every example's Jacobian: examples are independent, so grad of the batch sum of h_j
+    rows = [gc.grad(gc.sum(gc.take(h, j, axis=1)), x) for j in range(4)]
+    fro2 = gc.mean(gc.sum(sum(gc.square(r) for r in rows), 1))
+    xv = rng.standard_normal((5, 6)).astype("float32")
+    got, want = gc.function([x], [closed, fro2])(xv)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    # and against NumPy
+    hv = 1 / (1 + np.exp(-(xv @ W.get_value() + b.get_value())))
+    J = (hv * (1 - hv))[:, :, None] * W.get_value().T[None]
+    assert float(got) == pytest.approx(float((J ** 2).sum((1, 2)).mean()), rel=1e-5)
+
+
+def test_denoising_corruption_is_fresh_at_every_call_and_masks_pixels():
+    x = gc.placeholder("x", (None, 400))
+    f = gc.function([x], ae.corrupt(x, seed=3, drop=0.25, std=0.0))
+    ones = np.ones((10, 400), "float32")
+    a, b = f(ones), f(ones)
+    assert 0.2 < 1 - a.mean() < 0.3
+    assert not np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["undercomplete", "sparse", "denoising", "contractive", "conv"])
+def test_each_autoencoder_trains_a_few_steps(kind):
+    full = gc.data.load_mnist5k()
+    small = type("DS", (), {"x_train": np.asarray(full.x_train[:128]), "x_test": np.asarray(full.x_test[:32])})
+    first = ae.train(kind, small, epochs=0)["test_mse"]
+    r = ae.train(kind, small, epochs=3 if kind != "conv" else 1, batch=32)
+    assert r["recon"].shape == (10, 28, 28)
+    assert r["test_mse"] < first
+
+
+def test_gan_steps_alternate_and_train_both_networks():
+    for method in ("vanilla", "wgan-gp"):
+        G, D, steps = gan.make_steps(method, batch=32, seed=0, hidden=16)
+        g0, d0 = G.params[0].get_value().copy(), D.params[0].get_value().copy()
+        hist = gc.train.fit(None, gan.ring_data(32 * 10, 0), steps=steps, epochs=1, batch_size=32, verbose=0)
+        assert not np.allclose(G.params[0].get_value(), g0) and not np.allclose(D.params[0].get_value(), d0)
+        assert steps[0].optimizer.iterations.get_value() == 10
+        assert steps[1].optimizer.iterations.get_value() == (10 if method == "vanilla" else 2)
+        assert np.isfinite(hist["d_loss"][0]) and np.isfinite(hist["g_loss"][0])
+
+
+def test_ring_quality_metric():
+    modes, hq = gan.quality(gan.ring_data(2500, 0))
+    assert modes == 8 and hq > 0.99
+    collapsed = np.repeat(gan.CENTERS[:1], 2500, 0)
+    assert gan.quality(collapsed) == (1, 1.0)
+    assert gan.quality(np.zeros((2500, 2), "float32")) == (0, 0.0)
