@@ -121,7 +121,8 @@ def train(kind: str, ds, epochs: int, seed: int = 0, batch: int = 64, verbose: i
     rec_fn = gc.function([xin], model(xin))
     rec = np.concatenate([rec_fn(xte[s:s + 250]) for s in range(0, len(xte), 250)])
     return {"kind": kind, "test_mse": float(np.mean((rec - xte) ** 2)), "wall_s": wall,
-            "recon": rec[:10].reshape(10, 28, 28), "corrupted": None if corrupted is None else corrupted.reshape(-1, 28, 28)}
+            "recon": rec[:10].reshape(10, 28, 28),
+            "corrupted": None if corrupted is None else corrupted.reshape(-1, 28, 28)}
 
 
 def plot(results: list, inputs: np.ndarray, path: str) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from .core import SharedVar, Var
 from .runtime import function
 
+
 class Step:
     """One compiled training step.
 

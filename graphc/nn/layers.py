@@ -113,7 +113,7 @@ class Layer:
 _history: dict[int, tuple] = {}
 
 
-def record_call(out: Var, layer: "Layer", inputs: tuple) -> None:
+def record_call(out: Var, layer: Layer, inputs: tuple) -> None:
     """Remember that ``layer(*inputs)`` produced `out` (for `Model`)."""
     if len(_history) > 200_000:  # drop entries whose Var is gone
         for k in [k for k, v in _history.items() if v[0]() is None]:
