@@ -16,7 +16,13 @@ reconstructions).
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# Small models: one BLAS thread. graphc's OpenMP pool and a threaded OpenBLAS on a shared 2-core
+# machine stall each other (a 256x128 MLP step measured 10x slower; benchmarks/RESULTS.md).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
 import time
 
 import numpy as np
