@@ -149,7 +149,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", default="both", choices=["both", "vanilla", "wgan-gp"])
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=150)  # 50 batches of 256 per epoch
     p.add_argument("--out", default="gan_ring")
     args = p.parse_args(argv)
     methods = ["vanilla", "wgan-gp"] if args.method == "both" else [args.method]
