@@ -25,6 +25,7 @@ import numpy as np
 from . import ops
 from .core import SharedVar, Var
 from .runtime import function, placeholder
+from .steps import Step, unique
 
 
 class History(dict):
@@ -323,7 +324,7 @@ def plot_history(history: dict, path: str, title: str = "training") -> str:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("plot_history needs matplotlib: pip install 'graphc[train]'") from e
-    keys = [k for k in ("loss", "accuracy") if k in history]
+    keys = [k for k in history if not k.startswith("val_") and k != "epoch_time"][:8]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys):
         epochs = range(1, len(history[key]) + 1)
@@ -345,46 +346,88 @@ def plot_history(history: dict, path: str, title: str = "training") -> str:
 
 
 class Trainer:
-    """Compiles the train, evaluation and prediction functions of a model once."""
+    """Compiles the train, evaluation and prediction functions of a model once.
 
-    def __init__(self, model, x_example: np.ndarray, y_example: np.ndarray, loss="categorical_crossentropy",
-                 optimizer=None, metrics: Sequence = ("accuracy",), backend: str | None = None,
-                 regularization: Callable[[list], Var] | None = None):
-        from . import optim
+    A classifier-style model is one `Step` (loss on ``model(x)`` against `y`; with
+    ``y_example=None`` against `x` itself, an autoencoder). Pass ``steps=[Step, ...]`` instead
+    for anything else (VAEs, GANs, several optimizers); `model` may then be None.
+    ``train_fn``/``eval_fn`` are the first step's functions; `variables` holds everything a
+    checkpoint needs: every step's parameters, state and optimizer slots.
+    """
 
+    def __init__(self, model, x_example: np.ndarray, y_example: np.ndarray | None = None,
+                 loss="categorical_crossentropy", optimizer=None, metrics: Sequence | None = None,
+                 backend: str | None = None, regularization: Callable[[list], Var] | None = None,
+                 steps: Sequence[Step] | None = None):
         self.model = model
-        self.optimizer = optimizer if optimizer is not None else optim.Adam()
-        self.loss_fn = resolve_loss(loss)
-        self.metric_fns = {m if isinstance(m, str) else m.__name__: METRICS[m] if isinstance(m, str) else m
-                           for m in metrics}
+        self.backend = backend
         x = placeholder("x", (None, *x_example.shape[1:]), _float_or_int(x_example))
-        y = placeholder("y", (None, *y_example.shape[1:]), _float_or_int(y_example))
-        out_train = model(x, training=True)
-        state_updates = list(getattr(model, "updates", []))
-        out_eval = model(x, training=False)
-        loss_train = self.loss_fn(out_train, y)
-        if regularization is not None:
-            loss_train = loss_train + regularization(model.params)
-        loss_eval = self.loss_fn(out_eval, y)
-        opt_updates = self.optimizer.updates(loss_train, model.params)
-        names = list(self.metric_fns)
-        self.train_fn = function([x, y], [loss_train] + [self.metric_fns[n](out_train, y) for n in names],
-                                 updates=opt_updates + state_updates, backend=backend)
-        self.eval_fn = function([x, y], [loss_eval] + [self.metric_fns[n](out_eval, y) for n in names],
-                                backend=backend)
-        self.predict_fn = function([x], out_eval, backend=backend)
-        self.metric_names = names
-        self.variables = _unique(list(model.params) + list(model.state) + list(self.optimizer.slots))
+        y = None if y_example is None else placeholder("y", (None, *y_example.shape[1:]), _float_or_int(y_example))
+        self.inputs = [x] if y is None else [x, y]
+        self._x = x
+        if steps is None:
+            if model is None:
+                raise ValueError("Trainer: give a model, or steps=[Step, ...]")
+            if metrics is None:
+                metrics = ("accuracy",) if y is not None else ()
+            loss_fn = resolve_loss(loss)
+            metric_fns = {m if isinstance(m, str) else m.__name__: METRICS[m] if isinstance(m, str) else m
+                          for m in metrics}
+
+            def build(xv, yv, training):
+                out = model(xv, training=training)
+                target = xv if yv is None else yv  # no labels: reconstruct the input
+                updates = list(getattr(model, "updates", [])) if training else []
+                logs = {"loss": loss_fn(out, target)}
+                logs.update({n: f(out, target) for n, f in metric_fns.items()})
+                return logs, updates
+
+            steps = [Step(build, model, optimizer, name="train", regularization=regularization)]
+        elif optimizer is not None or regularization is not None:
+            raise ValueError("Trainer: with steps=..., give each Step its own optimizer and regularization")
+        self.steps = list(steps)
+        if not self.steps or not all(isinstance(s, Step) for s in self.steps):
+            raise TypeError("Trainer: steps must be a non-empty list of graphc.train.Step")
+        for s in self.steps:
+            s.compile(self.inputs, x, y, backend, single=len(self.steps) == 1)
+        seen: dict[str, str] = {}
+        for s in self.steps:
+            for n in s.names:
+                if n in seen:
+                    raise ValueError(f"Trainer: steps {seen[n]!r} and {s.name!r} both log {n!r}; rename one")
+                seen[n] = s.name
+        first = self.steps[0]
+        self.optimizer, self.train_fn, self.eval_fn = first.optimizer, first.train_fn, first.eval_fn
+        self.metric_names = [n for n in first.names if n != "loss"]
+        self.log_names = [n for s in self.steps for n in s.names]
+        model_vars = list(getattr(model, "params", [])) + list(getattr(model, "state", [])) if model else []
+        self.variables = _unique(model_vars + [v for s in self.steps for v in s.variables])
+        self._predict_fn = None
         self.stop_training = False
 
-    def evaluate(self, x, y, batch_size: int = 256) -> dict:
-        totals, n = None, 0
+    @property
+    def predict_fn(self):
+        """``model(x, training=False)`` compiled on first use."""
+        if self._predict_fn is None:
+            if self.model is None or not callable(self.model):
+                raise ValueError("Trainer.predict: this trainer has no model to predict with")
+            self._predict_fn = function([self._x], self.model(self._x, training=False), backend=self.backend)
+        return self._predict_fn
+
+    def evaluate(self, x, y=None, batch_size: int = 256) -> dict:
+        """Every validating step's logs (training=False graphs), averaged over `x` (and `y`)."""
+        if (y is None) != (len(self.inputs) == 1):
+            raise ValueError("Trainer.evaluate: give y exactly when the trainer was built with labels")
+        totals: dict[str, float] = {}
+        n = 0
         for start in range(0, len(x), batch_size):
-            xb, yb = x[start:start + batch_size], y[start:start + batch_size]
-            vals = [float(v) for v in self.eval_fn(xb, yb)]
-            totals = [v * len(xb) for v in vals] if totals is None else [t + v * len(xb) for t, v in zip(totals, vals)]
-            n += len(xb)
-        return dict(zip(["loss"] + self.metric_names, [t / n for t in totals]))
+            batch = [x[start:start + batch_size]] + ([] if y is None else [y[start:start + batch_size]])
+            for s in self.steps:
+                if s.eval_fn is not None:
+                    for k, v in zip(s.names, s.eval_fn(*batch)):
+                        totals[k] = totals.get(k, 0.0) + float(v) * len(batch[0])
+            n += len(batch[0])
+        return {k: t / n for k, t in totals.items()}
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         return np.concatenate([self.predict_fn(x[s:s + batch_size]) for s in range(0, len(x), batch_size)])
@@ -394,39 +437,49 @@ def _float_or_int(a: np.ndarray) -> str:
     return "int32" if a.dtype.kind in "iu" else "float32"
 
 
-def _unique(vs):
-    seen, out = set(), []
-    for v in vs:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
+_unique = unique
 
 
-def fit(model, x, y, *, loss="categorical_crossentropy", optimizer=None, epochs: int = 10, batch_size: int = 32,
-        validation_data=None, metrics: Sequence = ("accuracy",), callbacks: Sequence[Callback] = (),
-        shuffle: bool = True, seed: int = 0, verbose=None, backend: str | None = None, resume_from: str | None = None,
-        regularization=None, plot: str | None = None, trainer: Trainer | None = None) -> History:
+def fit(model, x, y=None, *, loss="categorical_crossentropy", optimizer=None, epochs: int = 10,
+        batch_size: int = 32, validation_data=None, metrics: Sequence | None = None,
+        callbacks: Sequence[Callback] = (), shuffle: bool = True, seed: int = 0, verbose=None,
+        backend: str | None = None, resume_from: str | None = None, regularization=None, plot: str | None = None,
+        trainer: Trainer | None = None, steps: Sequence[Step] | None = None) -> History:
     """Train `model` on (x, y) with minibatch steps; returns the per-epoch History.
 
     loss: a Keras name ("categorical_crossentropy" takes integer or one-hot labels, "mse", ...)
-    or ``loss(output, target) -> Var``. optimizer: a `graphc.optim` optimizer (default Adam).
-    validation_data: (x_val, y_val) for ``val_*`` metrics. callbacks: EarlyStopping,
-    ModelCheckpoint, LearningRateScheduler or your own. resume_from: a checkpoint written by
-    ModelCheckpoint (keyed by structure, so the same architecture built again resumes); training
-    continues after its epoch; a path that does not exist is a FileNotFoundError. verbose: 0 silent, 1 a tqdm progress
-    bar and a line per epoch, 2 a line per epoch (default: 1 on a terminal, else 2), on stderr.
-    plot: write the loss/accuracy PNG there.
+    or ``loss(output, target) -> Var``. y=None: unsupervised, the target is `x` itself (an
+    autoencoder with loss="mse"). steps: a list of `Step` (each with its own loss builder,
+    parameters, optimizer and update ratio) instead of model/loss/optimizer: VAEs, GANs...;
+    each step's named outputs become History keys. optimizer: a `graphc.optim` optimizer
+    (default Adam). metrics: names or callables (default accuracy when there are labels).
+    validation_data: (x_val, y_val), or (x_val,) / x_val without labels, for ``val_*`` logs.
+    callbacks: EarlyStopping, ModelCheckpoint, LearningRateScheduler or your own.
+    resume_from: a checkpoint written by ModelCheckpoint (keyed by structure, so the same
+    architecture built again resumes); training continues after its epoch; a path that does not
+    exist is a FileNotFoundError.
+    verbose: 0 silent, 1 a tqdm progress bar and a line per epoch, 2 a line per epoch (default:
+    1 on a terminal, else 2), on stderr. plot: write a PNG of every logged curve there.
+
+    >>> import numpy as np, graphc as gc
+    >>> ae = gc.nn.Sequential([gc.nn.Dense(2, seed=1), gc.nn.Dense(4, seed=2)], input_shape=(4,))
+    >>> x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    >>> h = fit(ae, x, loss="mse", optimizer=gc.optim.Adam(0.01), epochs=3, verbose=0)
+    >>> sorted(h), h["loss"][-1] < h["loss"][0]
+    (['epoch_time', 'loss'], True)
     """
-    x, y = _as_array(x, "x"), _as_array(y, "y")
-    if len(x) != len(y):
+    x = _as_array(x, "x")
+    y = None if y is None else _as_array(y, "y")
+    if y is not None and len(x) != len(y):
         raise ValueError(f"fit: x has {len(x)} samples but y has {len(y)}")
     if len(x) == 0:
         raise ValueError("fit: no training samples")
     if batch_size <= 0 or epochs < 0:
         raise ValueError(f"fit: batch_size must be > 0 and epochs >= 0, got {batch_size} and {epochs}")
     x = x.astype("float32") if x.dtype.kind == "f" and x.dtype != np.float32 else x
-    trainer = trainer or Trainer(model, x, y, loss, optimizer, metrics, backend, regularization)
+    trainer = trainer or Trainer(model, x, y, loss, optimizer, metrics, backend, regularization, steps=steps)
+    if (y is None) != (len(trainer.inputs) == 1):
+        raise ValueError("fit: the trainer was built " + ("without" if y is not None else "with") + " labels")
     # Keras' levels: 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch only
     verbose = (1 if sys.stderr.isatty() else 2) if verbose is None else int(verbose)
     history = History()
@@ -447,18 +500,27 @@ def fit(model, x, y, *, loss="categorical_crossentropy", optimizer=None, epochs:
             cb.on_epoch_begin(epoch, trainer)
         order = rng.permutation(n) if shuffle else np.arange(n)
         t0 = time.perf_counter()
-        sums = np.zeros(1 + len(trainer.metric_names))
+        sums = {s.name: np.zeros(len(s.names)) for s in trainer.steps}
+        counts = dict.fromkeys(sums, 0)
         bar = _progress(range(0, n, batch_size), f"epoch {epoch + 1}/{epochs}", verbose == 1)
-        for start in bar:
+        for b, start in enumerate(bar):
             idx = order[start:start + batch_size]
-            vals = trainer.train_fn(x[idx], y[idx])
-            sums += np.array([float(v) for v in vals]) * len(idx)
+            batch = (x[idx],) if y is None else (x[idx], y[idx])
+            for s in trainer.steps:
+                if b % s.every:
+                    continue
+                for _ in range(s.repeat):
+                    vals = s.train_fn(*batch)
+                    sums[s.name] += np.array([float(v) for v in vals]) * len(idx)
+                    counts[s.name] += len(idx)
             if verbose == 1:
-                bar.set_postfix(loss=f"{float(vals[0]):.4f}", refresh=False)
-        logs = dict(zip(["loss"] + trainer.metric_names, (sums / n).tolist()))
+                bar.set_postfix(loss=f"{_first_mean(trainer, sums, counts):.4f}", refresh=False)
+        logs = {}
+        for s in trainer.steps:
+            logs.update(zip(s.names, (sums[s.name] / max(counts[s.name], 1)).tolist()))
         logs["epoch_time"] = time.perf_counter() - t0
         if validation_data is not None:
-            val = trainer.evaluate(_as_array(validation_data[0], "x_val"), _as_array(validation_data[1], "y_val"))
+            val = trainer.evaluate(*_validation(validation_data, y is not None))
             logs.update({f"val_{k}": v for k, v in val.items()})
         history.append(logs)
         if verbose:
@@ -474,6 +536,23 @@ def fit(model, x, y, *, loss="categorical_crossentropy", optimizer=None, epochs:
     if plot:
         plot_history(history, plot)
     return history
+
+
+def _first_mean(trainer: Trainer, sums: dict, counts: dict) -> float:
+    s = trainer.steps[0]
+    return float(sums[s.name][0] / max(counts[s.name], 1))
+
+
+def _validation(data, labelled: bool) -> tuple:
+    if isinstance(data, np.ndarray):
+        data = (data,)
+    data = tuple(data)
+    want = 2 if labelled else 1
+    if len(data) != want:
+        raise ValueError(f"fit: validation_data must be {'(x_val, y_val)' if labelled else 'x_val or (x_val,)'}, "
+                         f"got {len(data)} arrays")
+    xv = _as_array(data[0], "x_val")
+    return (xv,) if not labelled else (xv, _as_array(data[1], "y_val"))
 
 
 def _as_array(a, what: str) -> np.ndarray:

@@ -33,10 +33,11 @@ from .layers import (
     get_activation,
     mask_of,
 )
+from .models import Lambda, LeakyReLU, Model, Reshape
 from .recurrent import GRU, LSTM, RNN, Bidirectional, SimpleRNN
 
 __all__ = ["Activation", "BatchNormalization", "Dense", "Dropout", "Embedding", "Flatten", "Input", "Layer",
-           "Sequential", "get_activation", "init", "losses", "regularizers",
+           "Sequential", "get_activation", "Lambda", "LeakyReLU", "Model", "Reshape", "init", "losses", "regularizers",
            "AveragePooling2D", "AvgPool2D", "Conv1D", "Conv2D", "Conv2DTranspose", "GlobalAveragePooling2D",
            "MaxPool1D", "MaxPool2D", "MaxPooling1D", "MaxPooling2D", "UpSampling2D",
            "GRU", "LSTM", "RNN", "Bidirectional", "SimpleRNN", "mask_of"]

@@ -108,6 +108,7 @@ class Layer:
         self.output_shape = out.shape
         if self.supports_masking and isinstance(out, Var):
             set_mask(out, mask_of(x))
+        record_call(out, self, (x,))
         return out
 
     def add_weight(self, name: str, shape: tuple, initializer="zeros", trainable: bool = True) -> SharedVar:
@@ -139,6 +140,28 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+# Which layer call produced a Var, so that `graphc.nn.Model(inputs, outputs)` can replay the
+# calls on new inputs (Keras' functional API). Keyed by id with a weak reference to check that the
+# id still names the same Var: Vars overload ==, so they cannot be dictionary keys themselves.
+_history: dict[int, tuple] = {}
+
+
+def record_call(out: Var, layer: Layer, inputs: tuple) -> None:
+    """Remember that ``layer(*inputs)`` produced `out` (for `Model`)."""
+    if len(_history) > 200_000:  # drop entries whose Var is gone
+        for k in [k for k, v in _history.items() if v[0]() is None]:
+            del _history[k]
+    _history[id(out)] = (weakref.ref(out), layer, tuple(inputs))
+
+
+def producer(v: Var) -> tuple | None:
+    """``(layer, inputs)`` of the layer call that produced `v`, or None."""
+    entry = _history.get(id(v))
+    if entry is None or entry[0]() is not v:
+        return None
+    return entry[1], entry[2]
 
 
 def _compatible(a, b) -> bool:

@@ -1,0 +1,71 @@
+"""PyTorch twin of examples/vae_mnist.py (reference only; torch is not a graphc dependency).
+
+    .venv/bin/python benchmarks/vae_torch_twin.py [--epochs 20] [--latent 20]
+
+Same sizes (784-400-20), split (MNIST-5k 4000/1000), batch 128, Adam 1e-3, epochs and loss
+(per-image mean of the summed BCE plus KL), one thread like graphc's C backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def run(epochs: int = 20, latent: int = 20, seed: int = 0, batch_size: int = 128) -> dict:
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    import graphc as gc
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)
+
+    class VAE(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc21, self.fc22 = nn.Linear(784, 400), nn.Linear(400, latent), nn.Linear(400, latent)
+            self.fc3, self.fc4 = nn.Linear(latent, 400), nn.Linear(400, 784)
+
+        def forward(self, x):
+            h = F.relu(self.fc1(x))
+            mu, log_var = self.fc21(h), self.fc22(h)
+            z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+            return self.fc4(F.relu(self.fc3(z))), mu, log_var
+
+    def loss_fn(logits, mu, log_var, x):
+        nll = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+        kl = -0.5 * torch.sum(1 + log_var - mu.pow(2) - log_var.exp()) / len(x)
+        return nll + kl
+
+    ds = gc.data.load_mnist5k()
+    xtr, xte = torch.from_numpy(np.asarray(ds.x_train)), torch.from_numpy(np.asarray(ds.x_test))
+    model = VAE()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    for _ in range(epochs):
+        order = torch.from_numpy(rng.permutation(len(xtr)))
+        for s in range(0, len(xtr), batch_size):
+            xb = xtr[order[s:s + batch_size]]
+            loss = loss_fn(*model(xb), xb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    wall = time.perf_counter() - t0
+    with torch.no_grad():
+        total = sum(float(loss_fn(*model(xte[s:s + 256]), xte[s:s + 256])) * len(xte[s:s + 256])
+                    for s in range(0, len(xte), 256))
+    return {"test_nelbo": total / len(xte), "wall_s": wall}
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--latent", type=int, default=20)
+    a = p.parse_args()
+    r = run(a.epochs, a.latent)
+    print(f"torch: test negative ELBO {r['test_nelbo']:.2f} nats/image; {r['wall_s']:.1f} s for {a.epochs} epochs")
