@@ -172,25 +172,29 @@ def checkpoint_variables(trainer) -> dict[str, SharedVar]:
     named = getattr(trainer.model, "named_weights", None)
     pairs = [(f"model.{k}", v) for k, v in named()] if named is not None else []
     keyed = {id(v): k for k, v in pairs}
-    opt = trainer.optimizer
-    for attr in ("lr", "iterations"):
-        v = getattr(opt, attr, None)
-        if isinstance(v, SharedVar) and id(v) not in keyed:
-            keyed[id(v)] = f"optimizer.{attr}"
-    # a slot is named "<param name>/<slot>"; get_slot confirms which parameter it belongs to
+    # one optimizer: "optimizer."; several compiled steps (a GAN): "steps.<name>.optimizer."
+    steps = getattr(trainer, "steps", None) or []
+    optimizers = [(f"steps.{st.name}.optimizer", st.optimizer) for st in steps] if len(steps) > 1 else \
+        [("optimizer", trainer.optimizer)]
     params = [(k, v) for k, v in pairs]
-    for s in getattr(opt, "slots", []):
-        if id(s) in keyed:
-            continue
-        for k, p in params:
-            head = f"{p.name}/"
-            if s.name.startswith(head):
-                try:
-                    if opt.get_slot(p, s.name[len(head):]) is s:
-                        keyed[id(s)] = f"optimizer.{k[len('model.'):]}.{s.name[len(head):]}"
-                        break
-                except KeyError:
-                    pass
+    for prefix, opt in optimizers:
+        for attr in ("lr", "iterations"):
+            v = getattr(opt, attr, None)
+            if isinstance(v, SharedVar) and id(v) not in keyed:
+                keyed[id(v)] = f"{prefix}.{attr}"
+        # a slot is named "<param name>/<slot>"; get_slot confirms which parameter it belongs to
+        for s in getattr(opt, "slots", []):
+            if id(s) in keyed:
+                continue
+            for k, p in params:
+                head = f"{p.name}/"
+                if s.name.startswith(head):
+                    try:
+                        if opt.get_slot(p, s.name[len(head):]) is s:
+                            keyed[id(s)] = f"{prefix}.{k[len('model.'):]}.{s.name[len(head):]}"
+                            break
+                    except KeyError:
+                        pass
     out: dict[str, SharedVar] = {}
     for v in trainer.variables:
         key = keyed.get(id(v), v.name)
