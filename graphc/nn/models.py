@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import ops
 from ..core import SharedVar, Var, shape_error
-from ..ops._base import as_var
+from ..ops import as_var
 from ..runtime import Placeholder
 from .layers import Layer, _compatible, producer, record_call
 
