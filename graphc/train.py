@@ -323,13 +323,19 @@ def fit(model, x, y, *, loss="categorical_crossentropy", optimizer=None, epochs:
     if batch_size <= 0 or epochs < 0:
         raise ValueError(f"fit: batch_size must be > 0 and epochs >= 0, got {batch_size} and {epochs}")
     x = x.astype("float32") if x.dtype.kind == "f" and x.dtype != np.float32 else x
+    from . import distributed  # under mpiexec: gradients averaged over ranks, batches sharded
+
+    optimizer = distributed.fit_optimizer(optimizer)
     trainer = trainer or Trainer(model, x, y, loss, optimizer, metrics, backend, regularization)
+    ctx = distributed.FitContext(trainer)
     # Keras' levels: 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch only
-    verbose = (1 if sys.stderr.isatty() else 2) if verbose is None else int(verbose)
+    verbose = ctx.verbose((1 if sys.stderr.isatty() else 2) if verbose is None else int(verbose))
+    callbacks = ctx.callbacks(callbacks)
     history = History()
     start_epoch = 0
     if resume_from is not None and os.path.exists(resume_from):
         start_epoch = int(load_checkpoint(resume_from, trainer.variables).get("epoch", 0))
+    start_epoch = ctx.start(start_epoch)  # every rank starts from rank 0's weights and epoch
     rng = np.random.default_rng(seed)
     for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
         rng.permutation(len(x))
@@ -344,15 +350,15 @@ def fit(model, x, y, *, loss="categorical_crossentropy", optimizer=None, epochs:
         sums = np.zeros(1 + len(trainer.metric_names))
         bar = _progress(range(0, n, batch_size), f"epoch {epoch + 1}/{epochs}", verbose == 1)
         for start in bar:
-            idx = order[start:start + batch_size]
+            idx, weight = ctx.shard(order[start:start + batch_size])  # this rank's slice
             vals = trainer.train_fn(x[idx], y[idx])
-            sums += np.array([float(v) for v in vals]) * len(idx)
+            sums += np.array([float(v) for v in vals]) * weight
             if verbose == 1:
                 bar.set_postfix(loss=f"{float(vals[0]):.4f}", refresh=False)
-        logs = dict(zip(["loss"] + trainer.metric_names, (sums / n).tolist()))
+        logs = dict(zip(["loss"] + trainer.metric_names, (ctx.total(sums) / n).tolist()))
         logs["epoch_time"] = time.perf_counter() - t0
         if validation_data is not None:
-            val = trainer.evaluate(_as_array(validation_data[0], "x_val"), _as_array(validation_data[1], "y_val"))
+            val = ctx.evaluate(_as_array(validation_data[0], "x_val"), _as_array(validation_data[1], "y_val"))
             logs.update({f"val_{k}": v for k, v in val.items()})
         history.append(logs)
         if verbose:
@@ -365,7 +371,7 @@ def fit(model, x, y, *, loss="categorical_crossentropy", optimizer=None, epochs:
     for cb in callbacks:
         cb.on_train_end(trainer)
     history.trainer = trainer
-    if plot:
+    if plot and ctx.root:
         plot_history(history, plot)
     return history
 
