@@ -11,7 +11,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml setup.py
-	$(PIP) install --quiet -e '.[test,dev,data,train]'
+	$(PIP) install --quiet -e '.[test,dev,data,train,mpi]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -26,8 +26,8 @@ from .core import SharedVar, Var, constant, toposort
 from .ops import cast
 from .ops.collective import (
     REDUCTIONS,
-    DistributedError,
     Allreduce,
+    DistributedError,
     apply_allreduce,
     launched_under_mpi,
     world,
