@@ -13,7 +13,7 @@ $(PY):
 DEMO_STAMP := $(VENV)/.demo-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
 
 $(STAMP): $(PY) pyproject.toml setup.py
-	$(PIP) install --quiet -e '.[test,dev,data,train]'
+	$(PIP) install --quiet -e '.[test,dev,data,train,mpi]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -10,7 +10,7 @@
 9.0
 """
 
-from . import data, nn, ops, optim, passes, train
+from . import data, distributed, nn, ops, optim, passes, train
 from .autodiff import grad, hessian, jacobian, vjp
 from .core import CompileError, DTypeError, GradError, Graph, ShapeError, Var, constant, placeholder, shared
 from .ops import (

@@ -481,11 +481,17 @@ def fit(model, x, y=None, *, loss="categorical_crossentropy", optimizer=None, ep
     if batch_size <= 0 or epochs < 0:
         raise ValueError(f"fit: batch_size must be > 0 and epochs >= 0, got {batch_size} and {epochs}")
     x = x.astype("float32") if x.dtype.kind == "f" and x.dtype != np.float32 else x
+    from . import distributed  # under mpiexec: gradients averaged over ranks, batches sharded
+
+    if steps is None:
+        optimizer = distributed.fit_optimizer(optimizer)
     trainer = trainer or Trainer(model, x, y, loss, optimizer, metrics, backend, regularization, steps=steps)
     if (y is None) != (len(trainer.inputs) == 1):
         raise ValueError("fit: the trainer was built " + ("without" if y is not None else "with") + " labels")
+    ctx = distributed.FitContext(trainer)
     # Keras' levels: 0 silent, 1 progress bar and a line per epoch, 2 a line per epoch only
-    verbose = (1 if sys.stderr.isatty() else 2) if verbose is None else int(verbose)
+    verbose = ctx.verbose((1 if sys.stderr.isatty() else 2) if verbose is None else int(verbose))
+    callbacks = ctx.callbacks(callbacks)
     history = History()
     start_epoch = 0
     if resume_from is not None:
@@ -493,6 +499,7 @@ def fit(model, x, y=None, *, loss="categorical_crossentropy", optimizer=None, ep
             raise FileNotFoundError(f"fit: resume_from={resume_from!r} does not exist (or is not a file); "
                                     "pass resume_from=None to start from scratch")
         start_epoch = int(load_checkpoint(resume_from, checkpoint_variables(trainer)).get("epoch", 0))
+    start_epoch = ctx.start(start_epoch)  # every rank starts from rank 0's weights and epoch
     rng = np.random.default_rng(seed)
     for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
         rng.permutation(len(x))
@@ -508,23 +515,25 @@ def fit(model, x, y=None, *, loss="categorical_crossentropy", optimizer=None, ep
         counts = dict.fromkeys(sums, 0)
         bar = _progress(range(0, n, batch_size), f"epoch {epoch + 1}/{epochs}", verbose == 1)
         for b, start in enumerate(bar):
-            idx = order[start:start + batch_size]
+            idx, weight = ctx.shard(order[start:start + batch_size])  # this rank's slice of the batch
             batch = (x[idx],) if y is None else (x[idx], y[idx])
             for s in trainer.steps:
                 if b % s.every:
                     continue
                 for _ in range(s.repeat):
                     vals = s.train_fn(*batch)
-                    sums[s.name] += np.array([float(v) for v in vals]) * len(idx)
-                    counts[s.name] += len(idx)
+                    sums[s.name] += np.array([float(v) for v in vals]) * weight
+                    counts[s.name] += weight
             if verbose == 1:
                 bar.set_postfix(loss=f"{_first_mean(trainer, sums, counts):.4f}", refresh=False)
         logs = {}
         for s in trainer.steps:
-            logs.update(zip(s.names, (sums[s.name] / max(counts[s.name], 1)).tolist()))
+            total = ctx.total(np.append(sums[s.name], counts[s.name]))  # summed over the ranks
+            logs.update(zip(s.names, (total[:-1] / max(total[-1], 1)).tolist()))
         logs["epoch_time"] = time.perf_counter() - t0
         if validation_data is not None:
-            val = trainer.evaluate(*_validation(validation_data, y is not None))
+            vdata = _validation(validation_data, y is not None)
+            val = ctx.evaluate(*vdata) if len(vdata) == 2 else trainer.evaluate(*vdata)
             logs.update({f"val_{k}": v for k, v in val.items()})
         history.append(logs)
         if verbose:
@@ -537,7 +546,7 @@ def fit(model, x, y=None, *, loss="categorical_crossentropy", optimizer=None, ep
     for cb in callbacks:
         cb.on_train_end(trainer)
     history.trainer = trainer
-    if plot:
+    if plot and ctx.root:
         plot_history(history, plot)
     return history
 

@@ -9,6 +9,10 @@
 - Everything else lives in one workspace. Sizes depend on call-time dimensions, so offsets are
   computed per input-shape signature (`layout`), by a liveness-based first-fit that reuses the
   memory of dead buffers.
+- The outputs of an op with ``packed_outputs`` (the allreduce of all gradients) form one *pack*:
+  consecutive, gap-free workspace memory, so that one library call covers them all. Output i
+  takes over input i's buffer when that input dies there (its producer, a gemm say, then writes
+  straight into the pack: no copy); otherwise the kernel copies the input in.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class MemoryPlan:
     temps: list[Var] = field(default_factory=list)
     live: dict[int, tuple[int, int]] = field(default_factory=dict)
     reuse: bool = True
+    #: groups of workspace roots laid out back to back, in order (see `packed_outputs`)
+    packs: list[list[Var]] = field(default_factory=list)
 
     def root(self, v: Var) -> Var:
         return self.roots.get(id(v), v)
@@ -66,11 +72,20 @@ class MemoryPlan:
     def layout(self, shapes: dict[int, tuple]) -> tuple[dict[int, int], int]:
         """Workspace offsets of the temps for one set of call-time shapes, and the total size."""
         sizes = {id(r): _nbytes(r, shapes) for r in self.temps}
-        order = sorted(self.temps, key=lambda r: -sizes[id(r)])
+        # a pack is placed as one block (its members' total size and joint lifetime)
+        in_pack = {id(m) for p in self.packs for m in p}
+        blocks = [r for r in self.temps if id(r) not in in_pack]
+        live = dict(self.live)
+        for p in self.packs:
+            block = Var(p[0].type, name="pack")
+            sizes[id(block)] = sum(sizes[id(m)] for m in p)
+            live[id(block)] = (min(self.live[id(m)][0] for m in p), max(self.live[id(m)][1] for m in p))
+            blocks.append(block)
+        order = sorted(blocks, key=lambda r: -sizes[id(r)])
         placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
         offsets: dict[int, int] = {}
         for r in order:
-            first, last = self.live[id(r)] if self.reuse else (0, 1 << 62)
+            first, last = live[id(r)] if self.reuse else (0, 1 << 62)
             size = sizes[id(r)]
             offset = 0
             for o, e, f, la in sorted(placed):
@@ -81,6 +96,11 @@ class MemoryPlan:
                 offset = max(offset, _align(e))
             offsets[id(r)] = offset
             placed.append((offset, offset + size, first, last))
+        for p, block in zip(self.packs, blocks[len(blocks) - len(self.packs):]):
+            at = offsets.pop(id(block))
+            for m in p:
+                offsets[id(m)] = at
+                at += sizes[id(m)]
         total = max((e for _, e, _, _ in placed), default=0)
         return offsets, _align(total)
 
@@ -145,6 +165,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
                 if id(o) in output_roots:
                     output_roots.add(id(ru))
                 break
+    packed = _plan_packs(plan, kernels, outputs, root, reads_of)
     for v in _all_vars(schedule):
         r = root(v)
         if r is not v:
@@ -155,7 +176,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
         r = plan.root(o)
         if isinstance(r, (Placeholder, SharedVar, Constant)):
             plan.pre_copies.append((idx, o))
-        elif id(r) in plan.output_backed:
+        elif id(r) in plan.output_backed or id(r) in packed:
             plan.post_copies.append((idx, o))
         else:
             plan.output_backed[id(r)] = idx
@@ -178,7 +199,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
             plan.live[id(snap)] = (-1, len(kernels))
             continue
         ok = (not isinstance(r, (Placeholder, SharedVar, Constant)) and id(r) not in plan.output_backed
-              and id(r) not in plan.in_place and id(r) in writers and r.shape == target.shape)
+              and id(r) not in plan.in_place and id(r) not in packed and id(r) in writers and r.shape == target.shape)
         if ok:
             first = writers[id(r)]
             for j in reads_of(id(target)):
@@ -210,6 +231,30 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
             last = n
         plan.live[id(r)] = (first, last)
     return plan
+
+
+def _plan_packs(plan: MemoryPlan, kernels: list[Kernel], outputs: list[Var], root, reads_of) -> set[int]:
+    """Form the pack of each ``packed_outputs`` kernel; returns the ids of every pack member.
+    Output i reuses input i's buffer when that is a workspace temp read for the last time here,
+    by no graph output, and not yet in a pack; otherwise the output gets its own buffer."""
+    members: set[int] = set()
+    for i, k in enumerate(kernels):
+        node = k.nodes[0] if len(k.nodes) == 1 else None
+        if node is None or not getattr(node.op, "packed_outputs", False):
+            continue
+        pack = []
+        for x, y in zip(node.inputs, node.outputs):
+            rx = root(x)
+            own = (plan.reuse and rx.owner is not None and id(rx) not in members and rx.type == y.type
+                   and not isinstance(rx, (Placeholder, SharedVar, Constant))
+                   and not any(root(g) is rx for g in outputs) and max(reads_of(id(rx)), default=-1) == i)
+            if own:
+                plan.roots[id(y)] = rx
+            r = rx if own else y
+            members.add(id(r))
+            pack.append(r)
+        plan.packs.append(pack)
+    return members
 
 
 def _iteration_shape(k: Kernel):

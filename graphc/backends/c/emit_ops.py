@@ -6,6 +6,7 @@ import numpy as np
 
 from ...core import Var
 from ..cexpr import C_TYPES
+from .emit_collective import OPS as COLLECTIVE_OPS
 from .emit_conv import OPS as CONV_OPS
 
 HEAD = "static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
@@ -435,4 +436,5 @@ _OPS = {
     "argmax": _argmax,
     "Random": _random,
     **CONV_OPS,  # convolution and pooling (emit_conv.py)
+    **COLLECTIVE_OPS,  # allreduce over MPI ranks (emit_collective.py)
 }
