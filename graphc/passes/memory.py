@@ -165,7 +165,11 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
                 if id(o) in output_roots:
                     output_roots.add(id(ru))
                 break
-    packed = _plan_packs(plan, kernels, outputs, root, reads_of)
+    def join(o, r):  # `o` now lives in root `r`: its readers are r's readers too
+        plan.roots[id(o)] = r
+        readers.setdefault(id(r), []).extend(readers.pop(id(o), []))
+
+    packed = _plan_packs(plan, kernels, outputs, root, reads_of, join)
     for v in _all_vars(schedule):
         r = root(v)
         if r is not v:
@@ -233,7 +237,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
     return plan
 
 
-def _plan_packs(plan: MemoryPlan, kernels: list[Kernel], outputs: list[Var], root, reads_of) -> set[int]:
+def _plan_packs(plan: MemoryPlan, kernels: list[Kernel], outputs: list[Var], root, reads_of, join) -> set[int]:
     """Form the pack of each ``packed_outputs`` kernel; returns the ids of every pack member.
     Output i reuses input i's buffer when that is a workspace temp read for the last time here,
     by no graph output, and not yet in a pack; otherwise the output gets its own buffer."""
@@ -249,7 +253,7 @@ def _plan_packs(plan: MemoryPlan, kernels: list[Kernel], outputs: list[Var], roo
                    and not isinstance(rx, (Placeholder, SharedVar, Constant))
                    and not any(root(g) is rx for g in outputs) and max(reads_of(id(rx)), default=-1) == i)
             if own:
-                plan.roots[id(y)] = rx
+                join(y, rx)
             r = rx if own else y
             members.add(id(r))
             pack.append(r)
