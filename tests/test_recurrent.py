@@ -32,6 +32,18 @@ def _torch_grads(module, xv, hs):
     return y.detach().numpy(), x.grad.numpy()
 
 
+def _torch_lstm_like(layer, suffix="", module=None):
+    """A torch.nn.LSTM holding `layer`'s weights (Keras' layout is the transpose of PyTorch's;
+    both order the gates i, f, g/c, o; Keras has one bias)."""
+    m = module if module is not None else torch.nn.LSTM(D, H, batch_first=True)
+    with torch.no_grad():
+        getattr(m, "weight_ih_l0" + suffix).copy_(torch.tensor(layer.kernel.get_value().T))
+        getattr(m, "weight_hh_l0" + suffix).copy_(torch.tensor(layer.recurrent_kernel.get_value().T))
+        getattr(m, "bias_ih_l0" + suffix).copy_(torch.tensor(layer.bias.get_value()))
+        getattr(m, "bias_hh_l0" + suffix).zero_()
+    return m
+
+
 def _close(a, b, what):
     np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5, err_msg=what)
 
@@ -40,12 +52,7 @@ def test_lstm_matches_torch_outputs_and_gradients():
     layer = nn.LSTM(H, seed=1)
     xv = RNG.normal(size=(B, T, D)).astype("float32")
     y, gx, gk, gr, gb = _graphc_run(layer, xv)
-    m = torch.nn.LSTM(D, H, batch_first=True)
-    with torch.no_grad():  # Keras' layout is the transpose of PyTorch's; both use gates i, f, g/c, o
-        m.weight_ih_l0.copy_(torch.tensor(layer.kernel.get_value().T))
-        m.weight_hh_l0.copy_(torch.tensor(layer.recurrent_kernel.get_value().T))
-        m.bias_ih_l0.copy_(torch.tensor(layer.bias.get_value()))
-        m.bias_hh_l0.zero_()
+    m = _torch_lstm_like(layer)
     ty, tgx = _torch_grads(m, xv, False)
     _close(y, ty, "output")
     _close(gx, tgx, "input gradient")
@@ -105,12 +112,9 @@ def test_bidirectional_lstm_matches_torch():
     xv = RNG.normal(size=(B, T, D)).astype("float32")
     got = gc.function([x], y)(xv)
     m = torch.nn.LSTM(D, H, batch_first=True, bidirectional=True)
+    for suffix, lay in (("", layer.forward_layer), ("_reverse", layer.backward_layer)):
+        _torch_lstm_like(lay, suffix, m)
     with torch.no_grad():
-        for suffix, lay in (("", layer.forward_layer), ("_reverse", layer.backward_layer)):
-            getattr(m, "weight_ih_l0" + suffix).copy_(torch.tensor(lay.kernel.get_value().T))
-            getattr(m, "weight_hh_l0" + suffix).copy_(torch.tensor(lay.recurrent_kernel.get_value().T))
-            getattr(m, "bias_ih_l0" + suffix).copy_(torch.tensor(lay.bias.get_value()))
-            getattr(m, "bias_hh_l0" + suffix).zero_()
         want, _ = m(torch.tensor(xv))
     _close(got, want.numpy(), "bidirectional output")
 
@@ -123,12 +127,8 @@ def test_return_state_initial_state_and_go_backwards():
     xv = RNG.normal(size=(B, T, D)).astype("float32")
     hv, cv = RNG.normal(size=(B, H)).astype("float32"), RNG.normal(size=(B, H)).astype("float32")
     s, hh, cc = gc.function([x, h0, c0], [seq, h, c])(xv, hv, cv)
-    m = torch.nn.LSTM(D, H, batch_first=True)
+    m = _torch_lstm_like(layer)
     with torch.no_grad():
-        m.weight_ih_l0.copy_(torch.tensor(layer.kernel.get_value().T))
-        m.weight_hh_l0.copy_(torch.tensor(layer.recurrent_kernel.get_value().T))
-        m.bias_ih_l0.copy_(torch.tensor(layer.bias.get_value()))
-        m.bias_hh_l0.zero_()
         # go_backwards: the sequence is read from the end and the outputs stay in that order
         out, (th, tc) = m(torch.tensor(xv[:, ::-1].copy()), (torch.tensor(hv)[None], torch.tensor(cv)[None]))
     _close(s, out.numpy(), "sequence")
