@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from .core import SharedVar, Var
+from .core import SharedVar, Var, unique
 from .runtime import function
 
 
@@ -118,12 +118,3 @@ def _normalise(out, step: Step, single: bool) -> tuple[dict, list]:
             raise TypeError(f"Step {step.name!r}: {k!r} must be a scalar Var, got {v!r}")
     return dict(out), list(extra.items() if isinstance(extra, dict) else extra)
 
-
-def unique(vs: list) -> list:
-    """`vs` without repeats (by identity), in first-seen order."""
-    seen, out = set(), []
-    for v in vs:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out

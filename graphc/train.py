@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from . import ops
-from .core import SharedVar, Var
+from .core import SharedVar, Var, unique
 from .runtime import function, placeholder
-from .steps import Step, unique
+from .steps import Step
 
 
 class History(dict):

@@ -19,12 +19,14 @@ from .graph import (
     leaves,
     register_operators,
     toposort,
+    unique,
 )
 from .types import TensorType, format_shape, matches, normalize_shape
 
 __all__ = [
     "DTYPES", "FLOAT_DTYPES", "INT_DTYPES", "CompileError", "Constant", "DTypeError", "GradError", "Graph",
-    "Node", "Op", "Placeholder", "ShapeError", "SharedVar", "TensorType", "Var", "apply", "broadcast_concrete",
+    "Node", "Op", "Placeholder", "ShapeError", "SharedVar", "TensorType", "Var", "apply", "unique",
+    "broadcast_concrete",
     "clone_replace", "broadcast_static", "canonical_dtype", "constant", "dtype_error", "format_shape", "is_float",
     "is_int",
     "leaves", "matches", "normalize_shape", "result_dtype", "shape_error", "toposort", "user_line",

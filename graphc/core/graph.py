@@ -333,6 +333,21 @@ def constant(value, dtype=None, name: str | None = None) -> Constant:
     return c
 
 
+def unique(vs: Iterable) -> list:
+    """`vs` without repeats (by identity), in first-seen order.
+
+    >>> a = constant(1.0, name="a")
+    >>> unique([a, a]) == [a]
+    True
+    """
+    seen, out = set(), []
+    for v in vs:
+        if id(v) not in seen:
+            seen.add(id(v))
+            out.append(v)
+    return out
+
+
 def toposort(outputs: Iterable[Var]) -> list[Node]:
     """Every node the outputs depend on, each after its inputs' nodes (iterative, no recursion)."""
     order: list[Node] = []

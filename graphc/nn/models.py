@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from .. import ops
-from ..core import SharedVar, Var, shape_error
+from ..core import SharedVar, Var, shape_error, unique
 from ..ops import as_var
 from ..runtime import Placeholder
 from .layers import Layer, _compatible, producer, record_call
@@ -174,7 +174,7 @@ class Model(Layer):
 
     @property
     def params(self) -> list[SharedVar]:
-        return _unique([p for layer in self.layers for p in layer.params])
+        return unique([p for layer in self.layers for p in layer.params])
 
     @params.setter
     def params(self, value):  # Layer.__init__ assigns []; the list is derived from the layers
@@ -182,7 +182,7 @@ class Model(Layer):
 
     @property
     def state(self) -> list[SharedVar]:
-        return _unique([s for layer in self.layers for s in layer.state])
+        return unique([s for layer in self.layers for s in layer.state])
 
     @state.setter
     def state(self, value):
@@ -194,11 +194,3 @@ class Model(Layer):
 
         return fit(self, x, y, **kwargs)
 
-
-def _unique(vs):
-    seen, out = set(), []
-    for v in vs:
-        if id(v) not in seen:
-            seen.add(id(v))
-            out.append(v)
-    return out
