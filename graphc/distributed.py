@@ -264,13 +264,15 @@ class FitContext:
         self.rank, self.size = rank(), size()
         self.root = self.rank == 0
         self.trainer = trainer
-        self._scale = None
+        self._scales = []
         if self.size > 1:
-            opt = trainer.optimizer
-            if not isinstance(opt, DistributedOptimizer):
-                raise DistributedError("fit under mpiexec needs a trainer built with a DistributedOptimizer "
-                                       "(fit wraps the optimizer itself when it builds the trainer)")
-            self._scale = opt.grad_scale
+            for step in trainer.steps:
+                if not isinstance(step.optimizer, DistributedOptimizer):
+                    raise DistributedError(
+                        f"fit under mpiexec needs every step built with a DistributedOptimizer; step "
+                        f"{step.name!r} has {type(step.optimizer).__name__} (fit wraps the optimizers itself "
+                        "when it builds the trainer)")
+            self._scales = list({id(s.optimizer.grad_scale): s.optimizer.grad_scale for s in trainer.steps}.values())
 
     def start(self, start_epoch: int) -> int:
         """Broadcast rank 0's weights, optimizer and model state, and its start epoch (from a
@@ -302,8 +304,9 @@ class FitContext:
         lo, hi = self.rank * n // self.size, (self.rank + 1) * n // self.size
         mine = batch[lo:hi]
         scale = np.float32(len(mine) * self.size / n)
-        if self._scale.storage[()] != scale:
-            self._scale.set_value(scale)
+        for v in self._scales:
+            if v.storage[()] != scale:
+                v.set_value(scale)
         if len(mine) == 0:
             return batch[:1], 0
         return mine, len(mine)

@@ -485,6 +485,10 @@ def fit(model, x, y=None, *, loss="categorical_crossentropy", optimizer=None, ep
 
     if steps is None:
         optimizer = distributed.fit_optimizer(optimizer)
+    elif trainer is None:
+        for s in steps:  # each compiled step averages its own gradients over the ranks
+            if isinstance(s, Step) and s.train_fn is None:
+                s.optimizer = distributed.fit_optimizer(s.optimizer)
     trainer = trainer or Trainer(model, x, y, loss, optimizer, metrics, backend, regularization, steps=steps)
     if (y is None) != (len(trainer.inputs) == 1):
         raise ValueError("fit: the trainer was built " + ("without" if y is not None else "with") + " labels")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -38,8 +39,8 @@ def same_on_every_rank(arrays, what: str) -> None:
 # -- allreduce forward and gradient --------------------------------------------------------------
 
 
-def check_allreduce() -> None:
-    for backend in ("ref", "c"):
+def check_allreduce(backends=("ref", "c")) -> None:
+    for backend in backends:
         for dtype in ("float32", "float64"):
             for op in ("sum", "mean"):
                 x = gc.placeholder("x", (None, 3), dtype)
@@ -71,7 +72,30 @@ def check_allreduce() -> None:
         np.testing.assert_array_equal(va, np.full((2, 2), total, "float32"))
         np.testing.assert_array_equal(vb, np.arange(3, dtype="float32") * total)
         np.testing.assert_array_equal(vi, SIZE * np.arange(4) + SIZE * (SIZE - 1) // 2)
-    log(f"OK allreduce {SIZE} ranks")
+    log(f"OK allreduce {SIZE} ranks on {', '.join(backends)}")
+
+
+def check_allreduce_cuda() -> None:
+    """The CUDA backend's host-staged allreduce, on the CUDA emulator (no GPU needed): values,
+    gradients, several tensors, and an SGD step equal to the C backend's."""
+    os.environ["GRAPHC_CUDA_EMULATE"] = "1"
+    check_allreduce(backends=("cuda",))
+    rng = np.random.default_rng(RANK)
+    xb, tb = rng.normal(size=(8, 12)).astype("float32"), rng.integers(0, 5, 8).astype("int32")
+    weights = {}
+    for backend in ("c", "cuda"):
+        model = mlp(seed=4)
+        x, t = gc.placeholder("x", (None, 12)), gc.placeholder("t", (None,), "int32")
+        loss = losses.categorical_crossentropy(model(x), t)
+        opt = dist.DistributedOptimizer(gc.optim.SGD(0.1))
+        f = gc.function([x, t], loss, updates=opt.updates(loss, model.params), backend=backend)
+        for _ in range(3):
+            f(xb, tb)
+        weights[backend] = [p.get_value() for p in model.params]
+    for a, b in zip(weights["c"], weights["cuda"]):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg="cuda (emulated) vs c")
+    same_on_every_rank(weights["cuda"], "cuda SGD steps")
+    log(f"OK cuda allreduce {SIZE} ranks")
 
 
 # -- N ranks x batch B == one process x batch N*B ------------------------------------------------
@@ -97,7 +121,8 @@ def train_steps(optimizer, distributed: bool, steps: int, global_batch: int, bac
     rng = np.random.default_rng(0)
     X = rng.normal(size=(steps * global_batch, 12)).astype("float32")
     T = rng.integers(0, 5, steps * global_batch).astype("int32")
-    ctx = dist.FitContext(type("T", (), {"optimizer": opt})()) if distributed else None
+    one_step = SimpleNamespace(steps=[SimpleNamespace(name="train", optimizer=opt)])  # what FitContext reads
+    ctx = dist.FitContext(one_step) if distributed else None
     for s in range(steps):
         batch = np.arange(s * global_batch, (s + 1) * global_batch)
         if distributed:
@@ -190,6 +215,34 @@ def check_fit(path: str) -> None:
     log("OK fit")
 
 
+def check_steps(path: str) -> None:
+    """fit with two compiled steps (an autoencoder step, and a decoder-only step every second
+    batch, each with its own optimizer) under mpiexec: rank 0 writes the weights, which must equal
+    one process's (uneven shards: 50 samples, batch 20)."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(50, 6)).astype("float32")
+    enc = Sequential([Dense(3, activation="tanh", seed=7)], input_shape=(6,))
+    dec = Sequential([Dense(6, seed=8)], input_shape=(3,))
+
+    def ae(x, y, training):
+        return {"loss": losses.mse(dec(enc(x, training), training), x)}
+
+    def half(x, y, training):
+        return {"half_loss": losses.mse(dec(enc(x, training), training), 0.5 * x)}
+
+    steps = [gc.train.Step(ae, [enc, dec], gc.optim.Adam(1e-2), name="ae"),
+             gc.train.Step(half, [dec], gc.optim.SGD(0.05, momentum=0.9), name="half", every=2)]
+    hist = gc.train.fit(None, X, steps=steps, epochs=2, batch_size=20, verbose=0)
+    assert all(isinstance(s.optimizer, dist.DistributedOptimizer) for s in steps) == (SIZE > 1)
+    weights = [p.get_value() for p in enc.params + dec.params]
+    same_on_every_rank(weights + [np.array(hist["loss"]), np.array(hist["half_loss"])], "steps")
+    if RANK == 0:
+        with open(os.path.join(path, f"steps{SIZE}.json"), "w") as fh:
+            json.dump({"weights": [w.tolist() for w in weights], "loss": hist["loss"],
+                       "half_loss": hist["half_loss"]}, fh)
+    log("OK steps")
+
+
 def check_resume(path: str) -> None:
     """Resume the checkpoint another job (another number of ranks) wrote; one more epoch must
     give the weights of one process resuming it."""
@@ -257,7 +310,8 @@ def check_absent() -> None:
     raise AssertionError("the missing rank was not detected")
 
 
-CHECKS = {"absent": check_absent, "allreduce": check_allreduce, "equivalence": check_equivalence,
+CHECKS = {"absent": check_absent, "allreduce": check_allreduce, "allreduce_cuda": check_allreduce_cuda,
+          "equivalence": check_equivalence,
           "optimizers": check_every_optimizer, "broadcast": check_broadcast, "dropout": check_dropout_streams,
           "raise": check_raise, "mismatch": check_mismatch}
 
@@ -274,6 +328,8 @@ def main(argv: list[str]) -> None:
             check_fit(value)
         elif name == "mnist":
             check_mnist(value)
+        elif name == "steps":
+            check_steps(value)
         elif name == "resume":
             check_resume(value)
         elif name == "equivalence" and value:

@@ -197,7 +197,7 @@ def _max_diff(a, b):
 def test_data_parallel_equals_one_process(tmp_path):
     """2 ranks x batch 32 == 1 process x batch 64 (SGD, momentum, Adam; every optimizer for 3
     steps), ranks bitwise identical; allreduce values and gradients; broadcast; per-rank dropout;
-    fit on 2 and 3 ranks (uneven shards) == fit in one process; a checkpoint written by the
+    fit on 2 and 3 ranks (uneven shards) == fit in one process, with two compiled steps too; a checkpoint written by the
     2-rank fit resumes the same on 3 ranks and on 1 process; MNIST-5k test accuracy on 2 ranks
     within 0.5% of one process."""
     d1, d2, d3 = (tmp_path / f"r{k}" for k in (1, 2, 3))
@@ -207,15 +207,20 @@ def test_data_parallel_equals_one_process(tmp_path):
     for line in ("OK allreduce 2 ranks", "OK equivalence 2 ranks x batch 32", "OK every optimizer",
                  "OK broadcast", "OK dropout streams", "OK fit"):
         assert line in out, out
-    out = expect_ok(3, "allreduce", f"fit={d3}", f"resume={d2}")
-    assert "OK allreduce 3 ranks" in out and "OK resume" in out
-    expect_ok(None, f"fit={d1}", f"resume={d2}", f"mnist={d1}")
+    out = expect_ok(3, "allreduce", f"fit={d3}", f"resume={d2}", f"steps={d3}")
+    assert "OK allreduce 3 ranks" in out and "OK resume" in out and "OK steps" in out
+    expect_ok(None, f"fit={d1}", f"resume={d2}", f"mnist={d1}", f"steps={d1}")
     one, two, three = (_load(d / f"fit{k}.json") for d, k in ((d1, 1), (d2, 2), (d3, 3)))
     for other in (two, three):
         assert _max_diff(one["weights"], other["weights"]) < 1e-5
         np.testing.assert_allclose(other["loss"], one["loss"], rtol=1e-5)
         np.testing.assert_allclose(other["val_loss"], one["val_loss"], rtol=1e-5)
     assert _max_diff(_load(d2 / "resume1.json"), _load(d2 / "resume3.json")) < 1e-5
+    # two compiled steps with their own optimizers (a GAN's shape): 3 ranks == one process
+    s1, s3 = _load(d1 / "steps1.json"), _load(d3 / "steps3.json")
+    assert _max_diff(s1["weights"], s3["weights"]) < 1e-5
+    np.testing.assert_allclose(s3["loss"], s1["loss"], rtol=1e-5)
+    np.testing.assert_allclose(s3["half_loss"], s1["half_loss"], rtol=1e-5)
     # MNIST-5k, 3 epochs: the 2-rank fit reaches the test accuracy of the 1-process fit
     acc1, acc2 = _load(d1 / "mnist1.json")["accuracy"], _load(d2 / "mnist2.json")["accuracy"]
     assert acc1 > 0.85 and abs(acc1 - acc2) <= 0.005, (acc1, acc2)
@@ -224,6 +229,12 @@ def test_data_parallel_equals_one_process(tmp_path):
 def test_allreduce_on_one_and_four_ranks():
     assert "OK allreduce 1 ranks" in expect_ok(1, "allreduce")
     assert "OK allreduce 4 ranks" in expect_ok(4, "allreduce")
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
+def test_cuda_backend_allreduce_is_host_staged_on_two_ranks():
+    out = expect_ok(2, "allreduce_cuda", timeout=400)
+    assert "OK allreduce 2 ranks on cuda" in out and "OK cuda allreduce 2 ranks" in out
 
 
 def test_a_rank_raising_aborts_every_rank_with_its_message():
@@ -246,3 +257,19 @@ def test_a_rank_that_never_joins_is_reported_not_waited_for():
     rc, out = launch(2, "absent", timeout=60, env={"GRAPHC_MPI_TIMEOUT": "2"})
     assert rc != 0
     assert "waited 2 s for the other ranks" in out, out[-3000:]
+
+
+def test_the_readme_command_trains_on_two_ranks_and_only_rank_0_prints(tmp_path):
+    """`mpiexec -n 2 .venv/bin/python examples/mlp_mnist.py` (the README's command), one epoch."""
+    pytest.importorskip("mpi4py")
+    cmd = [_mpiexec(), "-n", "2", sys.executable, str(ROOT / "examples" / "mlp_mnist.py"), "--epochs", "1",
+           "--plot", str(tmp_path / "mlp.png")]
+    env = {k: v for k, v in os.environ.items() if k not in ("GRAPHC_MPI", "GRAPHC_BACKEND")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.stdout.count("test accuracy") == 1 and out.stdout.count("Total params") == 1, out.stdout
+    assert out.stderr.count("epoch 1/1") == 1, out.stderr
+    accuracy = float(out.stdout.split("test accuracy ")[1].split(",")[0])
+    assert accuracy > 0.8
+    assert (tmp_path / "mlp.png").exists()

@@ -108,6 +108,12 @@ class CupyDevice:
         self.cp.cuda.get_current_stream().synchronize()
         rt.memcpy(out.ctypes.data, ptr, out.nbytes, rt.memcpyDeviceToHost)
 
+    def write(self, ptr: int, host: np.ndarray) -> None:
+        """Copy the contiguous `host` array to device address `ptr` (synchronises)."""
+        rt = self.cp.cuda.runtime
+        self.cp.cuda.get_current_stream().synchronize()
+        rt.memcpy(ptr, host.ctypes.data, host.nbytes, rt.memcpyHostToDevice)
+
     # -- code --------------------------------------------------------------------------------------
     def target(self) -> str:
         """sm_XX of the current device when NVRTC knows it (a CUBIN), else the newest PTX below it."""

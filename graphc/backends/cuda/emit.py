@@ -106,6 +106,18 @@ class Gemm:
 
 
 @dataclass
+class HostCall:
+    """Run `node`'s reference ``perform`` on the host: copy its inputs (slots `ins`) down, copy
+    its outputs (slots `outs`) back up. Synchronises the stream. The CUDA backend's allreduce is
+    host-staged this way (MPI on host buffers, as the ref backend does it)."""
+
+    node: object
+    ins: list[int]
+    outs: list[int]
+    kernel: int = -1
+
+
+@dataclass
 class IndexCheck:
     """Indices of slot `slot` (Var `var`) are checked against `size(shapes)` by kernel `kernel`;
     the first bad position lands in errinfo[`code`]. `message` formats (index, size)."""

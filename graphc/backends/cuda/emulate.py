@@ -273,6 +273,9 @@ class EmulatedDevice:
     def read(self, ptr: int, out: np.ndarray) -> None:
         ctypes.memmove(out.ctypes.data, ptr, out.nbytes)
 
+    def write(self, ptr: int, host: np.ndarray) -> None:
+        ctypes.memmove(ptr, host.ctypes.data, host.nbytes)
+
     def load(self, source: str, launches) -> tuple[dict, str, bool]:
         lib = build(emulation_source(source, launches))
         out = {}

@@ -36,7 +36,7 @@ from ...passes.memory import plan_memory
 from ..args import cast_arg, convert_arg
 from ..debugcheck import check_kernels
 from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
-from .emit import Copy, CudaEmitter, Gemm, Launch, Memset
+from .emit import Copy, CudaEmitter, Gemm, HostCall, Launch, Memset, shape_of
 
 LLMAX = (1 << 63) - 1
 
@@ -262,7 +262,22 @@ class CudaProgram:
             return lambda ptrs, stream: dev.memcpy(ptrs[dst], ptrs[src], n, stream) if ptrs[dst] != ptrs[src] else None
         if isinstance(step, Gemm):
             return self._bind_gemm(step, shapes, sig)
+        if isinstance(step, HostCall):
+            return self._bind_host_call(step, shapes)
         raise TypeError(f"unknown launch step {step!r}")
+
+    def _bind_host_call(self, step: HostCall, shapes):
+        dev, node = self.device, step.node
+        ins = [np.empty(shape_of(x, shapes), x.dtype) for x in node.inputs]
+
+        def host_call(ptrs, stream):
+            for slot, host in zip(step.ins, ins):
+                dev.read(ptrs[slot], host)
+            outs = node.op.perform(node, *ins)
+            for slot, y, host in zip(step.outs, node.outputs, outs):
+                dev.write(ptrs[slot], np.ascontiguousarray(host, dtype=y.dtype))
+
+        return host_call
 
     def _bind_gemm(self, step: Gemm, shapes, sig):
         """Row-major out = op(a) @ op(b) is column-major out^T = op(b)^T @ op(a)^T: cuBLAS gets b
