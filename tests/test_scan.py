@@ -353,3 +353,61 @@ def test_scan_pass_leaves_outputs_that_bptt_reads():
     xv = RNG.normal(size=(5, 2))
     for a, b in zip(f(xv), plain(xv)):
         np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+def _body_matmuls(node) -> list:
+    return [n for n in gc.core.toposort(list(node.op.body.outputs)) if n.op.name == "matmul"]
+
+
+@pytest.mark.parametrize("backwards,n_steps", [(False, None), (True, None), (False, 4), (True, 3)])
+def test_scan_pass_pushes_sequence_work_and_input_gradients_out_of_the_loops(backwards, n_steps):
+    """A raw tanh RNN written as Theano users write it: ``x_t @ W + b`` inside the step. The
+    pass computes it for every step before the loop (one gemm), hoists ``U.T``, and in BPTT also
+    moves the recomputed forward gemms and ``dx_t = dz_t @ W^T`` out of the backward loop;
+    values and gradients equal the unrewritten graph's."""
+    x = gc.placeholder("x", (None, None, 3), "float64")
+    h0 = gc.placeholder("h0", (None, 4), "float64")
+    W = gc.shared(RNG.normal(size=(3, 4)), name="W")
+    U = gc.shared(RNG.normal(size=(4, 4)) * 0.4, name="U")
+    b = gc.shared(RNG.normal(size=4), name="b")
+    mask = gc.shared(RNG.uniform(0.5, 1.5, size=3), name="mask")  # elementwise work before the gemm
+    hs = gc.scan(lambda xt, h: gc.tanh((xt * mask) @ W + b + h @ U.T), sequences=x, outputs_info=h0,
+                 n_steps=n_steps, go_backwards=backwards)
+    loss = gc.sum(gc.square(hs)) + gc.sum(hs[-1])
+    outs = [hs, *gc.grad(loss, [W, U, b, mask, x, h0])]
+    f = ref([x, h0], outs)
+    plain = gc.function([x, h0], outs, exclude_passes=("scan",))
+    fwd = [n for n in f.graph.nodes if n.op.name == "scan" and not (n.op.go_backwards and not backwards)]
+    scans = [n for n in f.graph.nodes if n.op.name == "scan"]
+    assert len(scans) == 2
+    for node in scans:
+        for m in _body_matmuls(node):  # every gemm left in a loop multiplies a carried value
+            assert m.inputs[0].owner is not None or m.inputs[0] in node.op.body.inputs[node.op.n_seqs:
+                                                                                    node.op.n_seqs + node.op.n_states]
+    forward = [n for n in scans if n.op.n_states == 1][0]
+    assert len(_body_matmuls(forward)) == 1  # h @ U.T only; x_t @ W left the loop
+    assert not [n for n in gc.core.toposort(list(forward.op.body.outputs)) if n.op.name == "transpose"]
+    assert fwd
+    xv, hv = RNG.normal(size=(5, 2, 3)), RNG.normal(size=(2, 4))
+    for got, want in zip(f(xv, hv), plain(xv, hv)):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+    for got, want in zip(f(xv[:, :1], hv[:1]), plain(xv[:, :1], hv[:1])):  # another batch size
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
+
+
+def test_scan_pass_push_out_keeps_nested_scans_and_random_steps_inside():
+    x = gc.placeholder("x", (None, 3, 2), "float64")
+    W = gc.shared(RNG.normal(size=(2, 2)), name="W")
+
+    def outer(xt, h):
+        inner = gc.scan(lambda r, acc: acc + gc.tanh(r @ W), sequences=xt, outputs_info=gc.constant(np.zeros(2)))
+        noise = gc.random.uniform((2,), dtype="float64", seed=5)
+        return h + inner[-1] + 0.0 * noise
+
+    hs = gc.scan(outer, sequences=x, outputs_info=gc.constant(np.zeros(2)))
+    g = gc.grad(gc.sum(hs), W)
+    f = ref([x], [hs, g])
+    plain = gc.function([x], [hs, g], exclude_passes=("scan",))
+    xv = RNG.normal(size=(4, 3, 2))
+    for got, want in zip(f(xv), plain(xv)):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-12)
