@@ -108,6 +108,16 @@ class CupyDevice:
         self.cp.cuda.get_current_stream().synchronize()
         rt.memcpy(out.ctypes.data, ptr, out.nbytes, rt.memcpyDeviceToHost)
 
+    def view(self, ptr: int, shape: tuple, dtype) -> object:
+        """A CuPy array over `shape` elements at device address `ptr` (not owned: the program's
+        workspace or an argument keeps the memory alive)."""
+        cp = self.cp
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if nbytes == 0:
+            return cp.empty(shape, dtype)
+        mem = cp.cuda.UnownedMemory(ptr, nbytes, self)
+        return cp.ndarray(shape, dtype, cp.cuda.MemoryPointer(mem, 0))
+
     def write(self, ptr: int, host: np.ndarray) -> None:
         """Copy the contiguous `host` array to device address `ptr` (synchronises)."""
         rt = self.cp.cuda.runtime

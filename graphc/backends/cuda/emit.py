@@ -118,6 +118,17 @@ class HostCall:
 
 
 @dataclass
+class HostLoop:
+    """A scan: the host runs the step graph's own pre-bound program once per step, on views of
+    the sequences (slot `ins`) and the stacked outputs (slots `outs`)."""
+
+    node: object
+    ins: list[int]
+    outs: list[int]
+    kernel: int = -1
+
+
+@dataclass
 class IndexCheck:
     """Indices of slot `slot` (Var `var`) are checked against `size(shapes)` by kernel `kernel`;
     the first bad position lands in errinfo[`code`]. `message` formats (index, size)."""

@@ -13,7 +13,7 @@ import numpy as np
 from ...core import Var
 from ..c.emit_ops import _batch_strides, _split3, _subtensor_mapping
 from ..cexpr import C_TYPES
-from .emit import BLOCK, WARPS, Gemm, HostCall, IndexCheck, Memset, blocks_for, lanes, nbytes, numel, shape_of
+from .emit import BLOCK, WARPS, Gemm, HostCall, HostLoop, IndexCheck, Memset, blocks_for, lanes, nbytes, numel, shape_of
 
 
 def _split3_fn(v: Var, axis: int):
@@ -163,6 +163,11 @@ def op_kernel(em, name: str, k, index: int) -> None:
 def _host_call(em, name, node, index, label):
     """Host-staged: the node's reference implementation between a download and an upload."""
     em.steps.append(HostCall(node, [em.slot(x) for x in node.inputs], [em.slot(y) for y in node.outputs], index))
+
+
+def _host_loop(em, name, node, index, label):
+    """A scan: a host loop over the step graph's program (see program.py)."""
+    em.steps.append(HostLoop(node, [em.slot(x) for x in node.inputs], [em.slot(y) for y in node.outputs], index))
 
 
 def _dim(em, name, node, index, label):
@@ -458,6 +463,7 @@ def _ops() -> dict:
 
 _OPS = {
     "dim": _dim,
+    "scan": _host_loop,
     "allreduce": _host_call,  # MPI on host copies, for now (no CUDA-aware MPI, no NCCL)
     "softmax": lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=False),
     "log_softmax": lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=True),

@@ -273,6 +273,12 @@ class EmulatedDevice:
     def read(self, ptr: int, out: np.ndarray) -> None:
         ctypes.memmove(out.ctypes.data, ptr, out.nbytes)
 
+    def view(self, ptr: int, shape: tuple, dtype) -> np.ndarray:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        if nbytes == 0:
+            return np.empty(shape, dtype)
+        return np.frombuffer((ctypes.c_char * nbytes).from_address(ptr), dtype).reshape(shape)
+
     def write(self, ptr: int, host: np.ndarray) -> None:
         ctypes.memmove(ptr, host.ctypes.data, host.nbytes)
 

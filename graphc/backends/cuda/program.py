@@ -31,12 +31,13 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar, add_storage_observer, matches
+from ...passes import optimize
 from ...passes.fuse import schedule
 from ...passes.memory import plan_memory
 from ..args import cast_arg, convert_arg
 from ..debugcheck import check_kernels
 from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
-from .emit import Copy, CudaEmitter, Gemm, HostCall, Launch, Memset, shape_of
+from .emit import Copy, CudaEmitter, Gemm, HostCall, HostLoop, Launch, Memset, shape_of
 
 LLMAX = (1 << 63) - 1
 
@@ -264,6 +265,8 @@ class CudaProgram:
             return self._bind_gemm(step, shapes, sig)
         if isinstance(step, HostCall):
             return self._bind_host_call(step, shapes)
+        if isinstance(step, HostLoop):
+            return self._bind_host_loop(step, shapes)
         raise TypeError(f"unknown launch step {step!r}")
 
     def _bind_host_call(self, step: HostCall, shapes):
@@ -278,6 +281,50 @@ class CudaProgram:
                 dev.write(ptrs[slot], np.ascontiguousarray(host, dtype=y.dtype))
 
         return host_call
+
+    def _step_program(self, node) -> CudaProgram:
+        """The scan's step graph as its own program on this device (built once per scan node)."""
+        progs = self.__dict__.setdefault("_step_programs", {})
+        prog = progs.get(id(node))
+        if prog is None:
+            body = node.op.body
+            graph = optimize(Graph(list(body.inputs), list(body.outputs)))
+            prog = progs[id(node)] = CudaProgram(graph, len(graph.outputs), [], device=self.device)
+        return prog
+
+    def _bind_host_loop(self, step: HostLoop, shapes):
+        """A host loop of the step program's pre-bound launches (one signature for every step:
+        the step shapes do not change). States stay on the device; each stacked output is written
+        at its step's row."""
+        dev, node, op = self.device, step.node, step.node.op
+        body = self._step_program(node)
+        views = [(slot, shape_of(v, shapes), v.dtype) for slot, v in zip(step.ins, node.inputs)]
+        out_views = [(slot, shape_of(y, shapes), y.dtype) for slot, y in zip(step.outs, node.outputs)]
+        n_seqs, n_states = op.n_seqs, op.n_states
+        steps = op._length([shape for _, shape, _ in views[:n_seqs]])
+        total = views[0][1][0] if n_seqs else steps
+        order = range(total - 1, total - 1 - steps, -1) if op.go_backwards else range(steps)
+
+        def host_loop(ptrs, stream):
+            ins = [dev.view(ptrs[slot], shape, dtype) for slot, shape, dtype in views]
+            outs = [dev.view(ptrs[slot], shape, dtype) for slot, shape, dtype in out_views]
+            seqs, states, rest = ins[:n_seqs], list(ins[n_seqs:n_seqs + n_states]), ins[n_seqs + n_states:]
+            last = [None] * len(outs)
+            for k_step, t in enumerate(order):
+                res = body._call([s[t] for s in seqs] + states + rest)
+                for k, r in enumerate(res):
+                    if op.keep[k] == "all":
+                        outs[k][k_step] = r
+                    last[k] = r
+                    if op.state_of[k] >= 0:
+                        states[op.state_of[k]] = r
+            for k, keep in enumerate(op.keep):
+                if keep == "last":
+                    j = op.state_of[k]
+                    value = last[k] if last[k] is not None else (ins[n_seqs + j] if j >= 0 else 0)
+                    outs[k][...] = value
+
+        return host_loop
 
     def _bind_gemm(self, step: Gemm, shapes, sig):
         """Row-major out = op(a) @ op(b) is column-major out^T = op(b)^T @ op(a)^T: cuBLAS gets b
