@@ -95,6 +95,10 @@ class Function:
         return outs[0] if self._single else outs
 
     def _bind_args(self, args, kwargs) -> list[np.ndarray]:
+        convert = getattr(self._program, "convert_arg", convert_arg)  # the cuda backend also takes CuPy arrays
+        if not kwargs and len(args) == len(self.inputs):  # every argument by position: the common case
+            downcast = self.allow_input_downcast
+            return [convert(p, v, downcast) for p, v in zip(self.inputs, args)]
         names = [p.name for p in self.inputs]
         if len(args) > len(self.inputs):
             raise TypeError(f"function takes {len(self.inputs)} argument(s) ({', '.join(names)}), got {len(args)}")
@@ -111,7 +115,6 @@ class Function:
         if missing:
             raise TypeError(f"function takes {len(self.inputs)} argument(s) ({', '.join(names)}); "
                             f"missing {', '.join(missing)}")
-        convert = getattr(self._program, "convert_arg", convert_arg)  # the cuda backend also takes CuPy arrays
         return [convert(p, v, self.allow_input_downcast) for p, v in zip(self.inputs, values)]
 
 

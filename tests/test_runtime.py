@@ -438,3 +438,15 @@ def test_graph_prints_as_readable_text(capsys):
     assert "float32" in text
     assert "object at 0x" not in text and "<" not in text
     assert str(f.graph) == repr(f.graph)
+
+
+def test_byte_swapped_and_strided_arguments_are_read_by_value():
+    """A big-endian float32 array is also dtype 'float32' by name: it must be converted, not
+    handed to the kernel as little-endian bytes."""
+    x = gc.placeholder("x", (3,))
+    f = gc.function([x], x * 2.0)
+    np.testing.assert_array_equal(f(np.array([1.0, 2.0, 3.0], dtype=">f4")), [2.0, 4.0, 6.0])
+    i = gc.placeholder("i", (3,), "int32")
+    g = gc.function([i], i + 1)
+    np.testing.assert_array_equal(g(np.array([1, 2, 3], dtype=">i4")), [2, 3, 4])
+    np.testing.assert_array_equal(f(np.arange(6, dtype="float32")[::2]), [0.0, 4.0, 8.0])

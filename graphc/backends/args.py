@@ -9,6 +9,16 @@ import numpy as np
 from ..core import Placeholder, ShapeError, Var, is_float, is_int, matches
 
 
+_NP_DTYPES: dict[str, np.dtype] = {}
+
+
+def _np_dtype(name: str) -> np.dtype:
+    dt = _NP_DTYPES.get(name)
+    if dt is None:
+        dt = _NP_DTYPES[name] = np.dtype(name)
+    return dt
+
+
 def convert_arg(p: Placeholder, value, allow_downcast: bool) -> np.ndarray:
     """Turn an argument into an array of the input's dtype and check its shape; name the input.
 
@@ -19,6 +29,11 @@ def convert_arg(p: Placeholder, value, allow_downcast: bool) -> np.ndarray:
     Traceback (most recent call last):
     TypeError: input 'x' expects float32, got float64; pass x.astype('float32') or ...
     """
+    if type(value) is np.ndarray and value.dtype == _np_dtype(p.dtype):
+        # the common case, kept cheap (it runs for every argument of every call)
+        if not matches(p.shape, value.shape):
+            raise ShapeError(f"input {p.name!r} expects shape {p.shape}, got {value.shape}")
+        return value
     if isinstance(value, Var):
         raise TypeError(f"input {p.name!r}: got a symbolic Var; functions take arrays")
     from_python = not isinstance(value, (np.ndarray, np.generic))
@@ -30,7 +45,7 @@ def convert_arg(p: Placeholder, value, allow_downcast: bool) -> np.ndarray:
     have = arr.dtype
     if have.kind not in "biuf":
         raise TypeError(f"input {p.name!r} expects {want}, got an array of {have}")
-    if have.name != want:
+    if have != _np_dtype(want):  # not by name: a byte-swapped float32 is also named float32
         arr = cast_arg(p, arr, want, from_python, allow_downcast)
     if not matches(p.shape, arr.shape):
         raise ShapeError(f"input {p.name!r} expects shape {p.shape}, got {arr.shape}")

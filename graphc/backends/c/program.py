@@ -7,6 +7,8 @@ input and output addresses into `B` and makes one cffi call.
 
 from __future__ import annotations
 
+import functools
+
 import os
 import sys
 import threading
@@ -164,22 +166,36 @@ class CProgram:
             sig = self._signature(tuple(a.shape for a in args))
             if sig.gemm_error is not None:
                 raise sig.gemm_error
-            ptrs = sig.ptrs
+            # cffi's from_buffer is the cheap way to an array's address (ndarray.ctypes builds
+            # a Python object per access): this runs for every argument of every call
+            ptrs, address = sig.ptrs_c, self._ffi.from_buffer
             for (slot, _), a in zip(self._input_slots, args):
                 if slot is not None:
-                    ptrs[slot] = a.ctypes.data
+                    ptrs[slot] = address(a)
             outs = self._output_arrays(sig)
-            em, plan = self.emitter, self.plan
-            for i, o in enumerate(outs):
-                ptrs[em._slot[("output", i)]] = o.ctypes.data
-                root = plan.root(self.graph.outputs[i])
-                if id(root) in plan.output_backed and plan.output_backed[id(root)] == i and id(root) in em._slot:
-                    ptrs[em._slot[id(root)]] = o.ctypes.data
-            rc = self._main(sig.ptrs_c, sig.dims_c)
+            for o, slots in zip(outs, self._output_slots):
+                p = address(o)
+                for slot in slots:
+                    ptrs[slot] = p
+            rc = self._main(ptrs, sig.dims_c)
         if rc:
             kind, fmt = self.emitter.errors.get(rc, (RuntimeError, f"generated kernel failed with code {rc}"))
             raise kind(fmt.format(*self._errinfo.tolist()))
         return outs
+
+    @functools.cached_property
+    def _output_slots(self) -> list[list[int]]:
+        """Per function output: the pointer-table slots its array fills (the output's own, and
+        the slot of the value it backs when the plan computes that value in the output)."""
+        em, plan = self.emitter, self.plan
+        slots = []
+        for i in range(self.n_outputs):
+            mine = [em._slot[("output", i)]]
+            root = plan.root(self.graph.outputs[i])
+            if plan.output_backed.get(id(root)) == i and id(root) in em._slot:
+                mine.append(em._slot[id(root)])
+            slots.append(mine)
+        return slots
 
     def profile(self) -> list[tuple[str, float]]:
         """(kernel label, seconds spent so far) per kernel; needs GRAPHC_PROFILE=1 at compile time."""
