@@ -8,7 +8,6 @@ import numpy as np
 
 from ..core import Placeholder, ShapeError, Var, is_float, is_int, matches
 
-
 _NP_DTYPES: dict[str, np.dtype] = {}
 
 

@@ -8,7 +8,6 @@ input and output addresses into `B` and makes one cffi call.
 from __future__ import annotations
 
 import functools
-
 import os
 import sys
 import threading
