@@ -4,8 +4,11 @@
  * vectorised (glibc's vector variants, libmvec, are only declared under -ffast-math, which graphc
  * does not use because it breaks NaN/Inf).  The functions below are branch-free: range
  * reduction, a fixed polynomial, exponent arithmetic on the bit pattern, and bit-blend selects
- * for the special cases.  No data-dependent branches, no table lookups, no calls: after inlining
- * gcc vectorises any loop that uses them (tests/test_gc_math.py checks -fopt-info-vec).
+ * for the special cases.  No data-dependent branches and no calls: after inlining gcc vectorises
+ * any loop that uses them (tests/test_gc_math.py checks -fopt-info-vec).  The one table is
+ * sin/cos's bits of 2/pi (gc_pio2_table.h), read with plain indexed loads from a static const
+ * array, which gcc vectorises as gathers (vpgather on AVX2, or element loads and inserts where
+ * -march tunes gathers off, as for AMD Zen).
  *
  * Semantics follow IEEE / NumPy: NaN in gives NaN out; exp overflows to +inf and underflows to 0
  * through correctly rounded denormals; log(+-0) = -inf, log(x<0) = NaN, log(+inf) = +inf;
@@ -13,9 +16,10 @@
  * +inf, softplus(-inf) = 0; sin/cos(+-inf) = NaN; odd functions keep the sign of zero.
  *
  * Accuracy (max error against the correctly rounded result, see kernels/README.md): under
- * 2.5 ULP for every function, float and double; exp, log, sin, cos under 1 ULP.  sin/cos are
- * accurate for |x| < 2^31 (float) and |x| < 2^26 (double) only; beyond that the Cody-Waite
- * reduction is not exact and the result is an arbitrary value in [-1, 1] (NaN for +-inf, NaN).
+ * 2.5 ULP for every function, float and double; exp, log, sin, cos under 1 ULP.  sin/cos hold
+ * that for every finite x, up to FLT_MAX/DBL_MAX: the argument reduction is exact (Payne-Hanek,
+ * computed for every element, since a branch would stop vectorisation; it costs about 2x the
+ * old Cody-Waite sin/cos on ordinary arguments, see kernels/README.md).
  *
  * Compile flags: gc_sqrtf/gc_sqrt are plain sqrtf/sqrt, which gcc vectorises only with
  * -fno-math-errno (that flag changes nothing but errno).  Everything else vectorises with plain
@@ -256,11 +260,6 @@ GC_MATH_FN float gc_softplusf(float x) {
 /* sin/cos: x 2/pi = n + f exactly (Payne-Hanek, see gc__reduce_pio2f), r = f pi/2 in double,
    then the polynomials in double: about 0.5 ULP for every finite x.  Quadrant logic with
    selects.  qoff = 0 gives sin, qoff = 1 gives cos (cos x = sin(x + pi/2)). */
-#define GC__PIO2_F1 1.570796012878418
-#define GC__PIO2_F2 3.139164164167596e-07
-#define GC__PIO2_F3 6.22337468017542e-14
-#define GC__PIO2_F4 (-2.508278806334166e-20)
-
 /* Payne-Hanek for float, branch-free (ARM optimized-routines style): x = M 2^(E-150) with M
    the 24-bit integer significand, so x 2/pi = M C_E (mod 4), C_E = 2^(E-150) 2/pi mod 4, and
    gc__pio2_f[E] holds C_E to 94 fraction bits.  Three 32x32->64 integer products give M C_E
@@ -272,10 +271,11 @@ GC_MATH_FN double gc__reduce_pio2f(float x, uint32_t *q) {
     uint32_t ux = gc__f2u(x);
     uint32_t e = (ux >> 23) & 0xffu;
     uint32_t m = (ux & 0x7fffffu) | ((uint32_t)(e != 0u) << 23);  /* denormals: no implicit 1 */
-    uint64_t a0 = (uint64_t)m * gc__pio2_f[e][0];  /* indexed loads: gcc makes them gathers */
+    /* indexed loads (not a row pointer): gcc vectorises those as gathers */
+    uint64_t a0 = (uint64_t)m * gc__pio2_f[e][0];
     uint64_t a1 = (uint64_t)m * gc__pio2_f[e][1];
-    uint32_t a2 = m * gc__pio2_f[e][2];                                      /* only its low word is < 4 */
-    uint64_t hi = ((uint64_t)a2 << 32) + a1 + (a0 >> 32);       /* 2^-62 units, mod 2^64 = mod 4 */
+    uint32_t a2 = m * gc__pio2_f[e][2];          /* its high bits are multiples of 4: dropped */
+    uint64_t hi = ((uint64_t)a2 << 32) + a1 + (a0 >> 32);  /* 2^-62 units; mod 2^64 is mod 4 */
     uint64_t n = (hi + (1ull << 61)) >> 62;
     int64_t s = (int64_t)(hi - (n << 62));                       /* |s| <= 2^61 */
     /* s to double with one rounding: two exact 32-bit halves (int64->double needs AVX-512DQ) */
@@ -491,8 +491,8 @@ GC_MATH_FN double gc__two_prod(double a, double b, double bh, double bl, double 
 /* Payne-Hanek for double, branch-free, exact for every finite x: x = M 2^(E-1075) with M the
    53-bit integer significand, so x 2/pi = M C_E (mod 4) with C_E = 2^(E-1075) 2/pi mod 4, and
    gc__pio2_d[E - GC__PIO2_D_E0] holds C_E to 190 fraction bits (kernels/gen_pio2_table.py).
-   M C_E mod 4 is computed in integers, 32-bit limbs, 11 products 32x32->64 (vpmuludq; wrap-
-   around does the mod 4), with an absolute error < 2^-137; the closest a double comes to a
+   M C_E mod 4 is computed in integers, 32-bit limbs, 11 products 32x32->64 (wrap-around does
+   the mod 4), with an absolute error < 2^-137; the closest a double comes to a
    multiple of pi/2 is f ~ 2^-62 (x = 6381956970095103 2^797), so f keeps more than 64 correct
    bits.  The fraction f (2 integer bits rounded off into n) is converted to double-double from
    exact 52-bit pieces, then times pi/2 as a double-double.  Returns r with *lo (r + lo = f pi/2,
