@@ -161,17 +161,17 @@ def main_trig(args) -> None:
     print(f"y = sin(x) + 0.5 cos(x), n = {n}, |x| < 100, {args.repeat} runs each, 1 thread, "
           f"gcc {' '.join(CFLAGS)} -std=c11 -fno-math-errno")
     print(f"load average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} ({os.cpu_count()} CPUs)")
-    print(f"  {'':44s} {'median':>9s} {'x NumPy':>8s} {'min':>9s}   max |err|")
+    print(f"  {'':44s} {'median':>10s} {'x NumPy':>8s} {'min':>10s}   max |err|")
     for dt in xs:
         med_np = float(np.median(runs[("numpy", dt)]))
-        print(f"  {'NumPy ' + dt:44s} {med_np * 1e3:6.2f} ms {1.0:7.2f}x "
-              f"{float(np.min(runs[('numpy', dt)])) * 1e3:6.2f} ms")
+        print(f"  {'NumPy ' + dt:44s} {med_np * 1e3:7.3f} ms {1.0:7.2f}x "
+              f"{float(np.min(runs[('numpy', dt)])) * 1e3:7.3f} ms")
         for i, d in enumerate(dirs):
             med = float(np.median(runs[(i, dt)]))
             vec = "vectorised" if libs[i][2] else "NOT vectorised"
             label = f"C {dt} {os.path.basename(os.path.normpath(d))} ({vec})"
-            print(f"  {label:44s} {med * 1e3:6.2f} ms {med_np / med:7.2f}x "
-                  f"{float(np.min(runs[(i, dt)])) * 1e3:6.2f} ms   {errs[(i, dt)]:.1e}")
+            print(f"  {label:44s} {med * 1e3:7.3f} ms {med_np / med:7.2f}x "
+                  f"{float(np.min(runs[(i, dt)])) * 1e3:7.3f} ms   {errs[(i, dt)]:.1e}")
         for i, d in enumerate(dirs[1:], 1):  # time against the first header: median, min
             name, first = os.path.basename(os.path.normpath(d)), os.path.basename(os.path.normpath(dirs[0]))
             ratio_med = float(np.median(runs[(i, dt)])) / float(np.median(runs[(0, dt)]))
