@@ -257,15 +257,12 @@ GC_MATH_FN float gc_softplusf(float x) {
     return m + l;
 }
 
-/* sin/cos: x 2/pi = n + f exactly (Payne-Hanek, see gc__reduce_pio2f), r = f pi/2 in double,
-   then the polynomials in double: about 0.5 ULP for every finite x.  Quadrant logic with
-   selects.  qoff = 0 gives sin, qoff = 1 gives cos (cos x = sin(x + pi/2)). */
 /* Payne-Hanek for float, branch-free (ARM optimized-routines style): x = M 2^(E-150) with M
    the 24-bit integer significand, so x 2/pi = M C_E (mod 4), C_E = 2^(E-150) 2/pi mod 4, and
    gc__pio2_f[E] holds C_E to 94 fraction bits.  Three 32x32->64 integer products give M C_E
    mod 4 in 2.62 fixed point (integer wrap-around does the mod 4); rounding the top bits gives
    the quadrant, the rest the signed fraction.  Absolute error of f < 2^-61: the closest a
-   float comes to a multiple of pi/2 is f ~ 2^-29 (relative error 2^-32).  Returns r = f pi/2
+   float comes to a multiple of pi/2 is f ~ 2^-30 (x = 16367173 2^72), relative error 2^-31.  Returns r = f pi/2
    in [-pi/4, pi/4]; *q gets n mod 4 (correct for both signs). */
 GC_MATH_FN double gc__reduce_pio2f(float x, uint32_t *q) {
     uint32_t ux = gc__f2u(x);
@@ -277,15 +274,18 @@ GC_MATH_FN double gc__reduce_pio2f(float x, uint32_t *q) {
     uint32_t a2 = m * gc__pio2_f[e][2];          /* its high bits are multiples of 4: dropped */
     uint64_t hi = ((uint64_t)a2 << 32) + a1 + (a0 >> 32);  /* 2^-62 units; mod 2^64 is mod 4 */
     uint64_t n = (hi + (1ull << 61)) >> 62;
-    int64_t s = (int64_t)(hi - (n << 62));                       /* |s| <= 2^61 */
+    int64_t s = (int64_t)(hi - (n << 62));  /* |s| <= 2^61 */
     /* s to double with one rounding: two exact 32-bit halves (int64->double needs AVX-512DQ) */
     double d = GC__FMA(gc__small_i2d(s >> 32), 0x1p32, gc__small_i2d(s & 0xffffffff));
-    double r = d * 3.4061215800865545e-19;                      /* pi/2 2^-62 */
-    uint64_t neg = (uint64_t)0 - (uint64_t)(ux >> 31);           /* x < 0: -n, -r */
+    double r = d * 3.4061215800865545e-19;  /* pi/2 2^-62 */
+    uint64_t neg = (uint64_t)0 - (uint64_t)(ux >> 31);  /* x < 0: -n, -r */
     *q = (uint32_t)((n ^ neg) - neg);
     return gc__u2d(gc__d2u(r) ^ (neg << 63));
 }
 
+/* sin/cos: x 2/pi = n + f exactly (Payne-Hanek, see gc__reduce_pio2f), r = f pi/2 in double,
+   then the polynomials in double: about 0.5 ULP for every finite x.  Quadrant logic with
+   selects.  qoff = 0 gives sin, qoff = 1 gives cos (cos x = sin(x + pi/2)). */
 GC_MATH_FN float gc__sincosf(float x, uint32_t qoff) {
     double xd = (double)x;
     uint32_t q;
@@ -305,7 +305,7 @@ GC_MATH_FN float gc__sincosf(float x, uint32_t qoff) {
     double v = gc__seld(q & 1u, c, s);
     v = gc__u2d(gc__d2u(v) ^ ((uint64_t)(q & 2u) << 62));  /* negate in quadrants 2, 3 */
     v = gc__seld((fabs(xd) < 0x1p-12) & (qoff == 0u), xd, v);  /* sin of tiny x is x, keeps -0.0 */
-    v = gc__seld(fabs(xd) <= 0x1.fffffep127, v, NAN);      /* inf, NaN */
+    v = gc__seld(fabs(xd) <= 0x1.fffffep127, v, NAN);  /* inf, NaN */
     return (float)v;
 }
 
@@ -492,21 +492,22 @@ GC_MATH_FN double gc__two_prod(double a, double b, double bh, double bl, double 
    53-bit integer significand, so x 2/pi = M C_E (mod 4) with C_E = 2^(E-1075) 2/pi mod 4, and
    gc__pio2_d[E - GC__PIO2_D_E0] holds C_E to 190 fraction bits (kernels/gen_pio2_table.py).
    M C_E mod 4 is computed in integers, 32-bit limbs, 11 products 32x32->64 (wrap-around does
-   the mod 4), with an absolute error < 2^-137; the closest a double comes to a
-   multiple of pi/2 is f ~ 2^-62 (x = 6381956970095103 2^797), so f keeps more than 64 correct
-   bits.  The fraction f (2 integer bits rounded off into n) is converted to double-double from
+   the mod 4), with an absolute error < 2^-137, and f is kept to 2^-126; the closest a double
+   comes to a multiple of pi/2 is f ~ 2^-61.6 (x = 6381956970095103 2^797), so f keeps about 64
+   correct bits.  The fraction f (2 integer bits rounded off into n) is converted to double-double from
    exact 52-bit pieces, then times pi/2 as a double-double.  Returns r with *lo (r + lo = f pi/2,
    |r| <= pi/4); *q gets n mod 4 (correct for both signs). */
 GC_MATH_FN double gc__reduce_pio2(double x, uint64_t *q, double *lo) {
     uint64_t ux = gc__d2u(x);
     int64_t e = (int64_t)((ux >> 52) & 0x7ffu);
-    int64_t row = e - GC__PIO2_D_E0;      /* row 0 is zero: |x| < 2^-191 reduces to 0 (cos = 1) */
+    int64_t row = e - GC__PIO2_D_E0;  /* row 0 is zero: |x| < 2^-191 reduces to 0 (cos = 1) */
     row = row < 0 ? 0 : row;
-    row = row > GC__PIO2_D_ROWS - 1 ? GC__PIO2_D_ROWS - 1 : row;   /* inf, NaN: callers select */
+    row = row > GC__PIO2_D_ROWS - 1 ? GC__PIO2_D_ROWS - 1 : row;  /* inf, NaN: callers select */
     uint64_t m = (ux & 0xfffffffffffffull) | (1ull << 52);
     uint64_t m0 = m & 0xffffffffu, m1 = m >> 32;  /* m1 < 2^21 */
     const uint64_t L = 0xffffffffu;
-    uint64_t t0 = gc__pio2_d[row][0], t1 = gc__pio2_d[row][1], t2 = gc__pio2_d[row][2];  /* gathers */
+    /* indexed loads, vectorised as gathers; the row is C_E's six 32-bit limbs */
+    uint64_t t0 = gc__pio2_d[row][0], t1 = gc__pio2_d[row][1], t2 = gc__pio2_d[row][2];
     uint64_t w0 = t0 & L, w1 = t0 >> 32, w2 = t1 & L, w3 = t1 >> 32, w4 = t2 & L, w5 = t2 >> 32;
     uint64_t a0 = m0 * w0, a1 = m0 * w1, a2 = m0 * w2, a3 = m0 * w3, a4 = m0 * w4, a5 = m0 * w5;
     uint64_t b0 = m1 * w0, b1 = m1 * w1, b2 = m1 * w2, b3 = m1 * w3, b4 = m1 * w4;
