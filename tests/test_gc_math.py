@@ -372,6 +372,16 @@ def test_trig_worst_case_reduction(lib, name, dt):
         assert min(abs(mpmath.sin(x0)), abs(mpmath.cos(x0))) < (1e-18 if dt == np.float64 else 1e-8)
 
 
+@pytest.mark.parametrize("name", ["sinf", "cosf"])
+def test_trig_every_float_of_the_worst_binade(lib, name):
+    """All 2^23 floats in [2^95, 2^96), the binade of the float worst case 16367173 2^72
+    (positive; negative x are in the tests above): within the ULP bound of glibc in float64."""
+    x = ((np.uint32(222) << np.uint32(23)) | np.arange(2**23, dtype=np.uint32)).view(np.float32)
+    err = ulp_error(lib(name, x), reference(_base(name), x), np.float32)
+    worst = int(np.argmax(err))
+    assert err[worst] <= ULP_BOUND[_base(name)], f"gc_{name}({x[worst]!r}): {err[worst]:.3f} ULP"
+
+
 def test_pio2_table_is_exact_and_up_to_date():
     """kernels/gc_pio2_table.h is what kernels/gen_pio2_table.py writes, and the script's 2/pi
     (Machin's formula in integers) agrees with mpmath's to every bit it uses."""
