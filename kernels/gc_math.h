@@ -4,8 +4,11 @@
  * vectorised (glibc's vector variants, libmvec, are only declared under -ffast-math, which graphc
  * does not use because it breaks NaN/Inf).  The functions below are branch-free: range
  * reduction, a fixed polynomial, exponent arithmetic on the bit pattern, and bit-blend selects
- * for the special cases.  No data-dependent branches, no table lookups, no calls: after inlining
- * gcc vectorises any loop that uses them (tests/test_gc_math.py checks -fopt-info-vec).
+ * for the special cases.  No data-dependent branches and no calls: after inlining gcc vectorises
+ * any loop that uses them (tests/test_gc_math.py checks -fopt-info-vec).  The one table is
+ * sin/cos's bits of 2/pi (gc_pio2_table.h), read with plain indexed loads from a static const
+ * array, which gcc vectorises as gathers (vpgather on AVX2, or element loads and inserts where
+ * -march tunes gathers off, as for AMD Zen).
  *
  * Semantics follow IEEE / NumPy: NaN in gives NaN out; exp overflows to +inf and underflows to 0
  * through correctly rounded denormals; log(+-0) = -inf, log(x<0) = NaN, log(+inf) = +inf;
@@ -13,9 +16,10 @@
  * +inf, softplus(-inf) = 0; sin/cos(+-inf) = NaN; odd functions keep the sign of zero.
  *
  * Accuracy (max error against the correctly rounded result, see kernels/README.md): under
- * 2.5 ULP for every function, float and double; exp, log, sin, cos under 1 ULP.  sin/cos are
- * accurate for |x| < 2^31 (float) and |x| < 2^26 (double) only; beyond that the Cody-Waite
- * reduction is not exact and the result is an arbitrary value in [-1, 1] (NaN for +-inf, NaN).
+ * 2.5 ULP for every function, float and double; exp, log, sin, cos under 1 ULP.  sin/cos hold
+ * that for every finite x, up to FLT_MAX/DBL_MAX: the argument reduction is exact (Payne-Hanek,
+ * computed for every element, since a branch would stop vectorisation; it costs about 2x the
+ * old Cody-Waite sin/cos on ordinary arguments, see kernels/README.md).
  *
  * Compile flags: gc_sqrtf/gc_sqrt are plain sqrtf/sqrt, which gcc vectorises only with
  * -fno-math-errno (that flag changes nothing but errno).  Everything else vectorises with plain
@@ -33,6 +37,8 @@
 
 #include <math.h>
 #include <stdint.h>
+
+#include "gc_pio2_table.h"
 
 #if defined(__GNUC__) || defined(__clang__)
 #define GC_MATH_FN static inline __attribute__((always_inline))
@@ -62,6 +68,13 @@ GC_MATH_FN uint32_t gc__f2u(float f) { gc__u32 v; v.f = f; return v.u; }
 GC_MATH_FN float gc__u2f(uint32_t u) { gc__u32 v; v.u = u; return v.f; }
 GC_MATH_FN uint64_t gc__d2u(double f) { gc__u64 v; v.f = f; return v.u; }
 GC_MATH_FN double gc__u2d(uint64_t u) { gc__u64 v; v.u = u; return v.f; }
+
+/* (double)k for |k| < 2^51 by the magic-number trick: a 64-bit integer add and a bit cast, which
+   AVX2 vectorises (a plain int64 -> double conversion needs AVX-512DQ, and without it gcc left
+   log, log1p and softplus scalar). */
+GC_MATH_FN double gc__small_i2d(int64_t k) {
+    return gc__u2d((uint64_t)k + 0x4338000000000000ull) - 0x1.8p52;
+}
 
 /* Selects.  Written as bit blends, not ?:, on purpose: under the default -ftrapping-math gcc
    turns `c ? k : v` into a branch, threads the constant through the code that follows, and the
@@ -244,26 +257,40 @@ GC_MATH_FN float gc_softplusf(float x) {
     return m + l;
 }
 
-/* sin/cos: Cody-Waite reduction by pi/2 done in double (a float times the exact 21-bit pieces
-   of pi/2 is exact in double for |j| < 2^32), then the polynomials in double: about 0.5 ULP.
-   Quadrant logic with selects.  qoff = 0 gives sin, qoff = 1 gives cos (cos x = sin(x + pi/2)). */
-#define GC__PIO2_F1 1.570796012878418
-#define GC__PIO2_F2 3.139164164167596e-07
-#define GC__PIO2_F3 6.22337468017542e-14
-#define GC__PIO2_F4 (-2.508278806334166e-20)
+/* Payne-Hanek for float, branch-free (ARM optimized-routines style): x = M 2^(E-150) with M
+   the 24-bit integer significand, so x 2/pi = M C_E (mod 4), C_E = 2^(E-150) 2/pi mod 4, and
+   gc__pio2_f[E] holds C_E to 94 fraction bits.  Three 32x32->64 integer products give M C_E
+   mod 4 in 2.62 fixed point (integer wrap-around does the mod 4); rounding the top bits gives
+   the quadrant, the rest the signed fraction.  Absolute error of f < 2^-61: the closest a
+   float comes to a multiple of pi/2 is f ~ 2^-30 (x = 16367173 2^72), relative error 2^-31.  Returns r = f pi/2
+   in [-pi/4, pi/4]; *q gets n mod 4 (correct for both signs). */
+GC_MATH_FN double gc__reduce_pio2f(float x, uint32_t *q) {
+    uint32_t ux = gc__f2u(x);
+    uint32_t e = (ux >> 23) & 0xffu;
+    uint32_t m = (ux & 0x7fffffu) | ((uint32_t)(e != 0u) << 23);  /* denormals: no implicit 1 */
+    /* indexed loads (not a row pointer): gcc vectorises those as gathers */
+    uint64_t a0 = (uint64_t)m * gc__pio2_f[e][0];
+    uint64_t a1 = (uint64_t)m * gc__pio2_f[e][1];
+    uint32_t a2 = m * gc__pio2_f[e][2];          /* its high bits are multiples of 4: dropped */
+    uint64_t hi = ((uint64_t)a2 << 32) + a1 + (a0 >> 32);  /* 2^-62 units; mod 2^64 is mod 4 */
+    uint64_t n = (hi + (1ull << 61)) >> 62;
+    int64_t s = (int64_t)(hi - (n << 62));  /* |s| <= 2^61 */
+    /* s to double with one rounding: two exact 32-bit halves (int64->double needs AVX-512DQ) */
+    double d = GC__FMA(gc__small_i2d(s >> 32), 0x1p32, gc__small_i2d(s & 0xffffffff));
+    double r = d * 3.4061215800865545e-19;  /* pi/2 2^-62 */
+    uint64_t neg = (uint64_t)0 - (uint64_t)(ux >> 31);  /* x < 0: -n, -r */
+    *q = (uint32_t)((n ^ neg) - neg);
+    return gc__u2d(gc__d2u(r) ^ (neg << 63));
+}
 
+/* sin/cos: x 2/pi = n + f exactly (Payne-Hanek, see gc__reduce_pio2f), r = f pi/2 in double,
+   then the polynomials in double: about 0.5 ULP for every finite x.  Quadrant logic with
+   selects.  qoff = 0 gives sin, qoff = 1 gives cos (cos x = sin(x + pi/2)). */
 GC_MATH_FN float gc__sincosf(float x, uint32_t qoff) {
     double xd = (double)x;
-    double z = GC__FMA(xd, 0.6366197723675814, 0x1.8p52);
-    double j = z - 0x1.8p52;
-    uint32_t q = (uint32_t)gc__d2u(z) + qoff;
-    double r = GC__FMA(-j, GC__PIO2_F1, xd);
-    r = GC__FMA(-j, GC__PIO2_F2, r);
-    r = GC__FMA(-j, GC__PIO2_F3, r);
-    r = GC__FMA(-j, GC__PIO2_F4, r);
-    /* outside the accurate range keep the result bounded (NaN passes) */
-    r = gc__seld(r > 0.7854, 0.7854, r);
-    r = gc__seld(r < -0.7854, -0.7854, r);
+    uint32_t q;
+    double r = gc__reduce_pio2f(x, &q);
+    q += qoff;
     double z2 = r * r;
     double ps = 2.7249925497335146e-06;
     ps = GC__FMA(ps, z2, -0.00019840086733027048);
@@ -278,6 +305,7 @@ GC_MATH_FN float gc__sincosf(float x, uint32_t qoff) {
     double v = gc__seld(q & 1u, c, s);
     v = gc__u2d(gc__d2u(v) ^ ((uint64_t)(q & 2u) << 62));  /* negate in quadrants 2, 3 */
     v = gc__seld((fabs(xd) < 0x1p-12) & (qoff == 0u), xd, v);  /* sin of tiny x is x, keeps -0.0 */
+    v = gc__seld(fabs(xd) <= 0x1.fffffep127, v, NAN);  /* inf, NaN */
     return (float)v;
 }
 
@@ -373,13 +401,6 @@ GC_MATH_FN double gc__log_kernel(double f, double kf) {
     return GC__FMA(kf, GC__D_LN2HI, f - (hfsq - GC__FMA(s, hfsq + R, kf * GC__D_LN2LO)));
 }
 
-/* (double)k for |k| < 2^51 by the magic-number trick: a 64-bit integer add and a bit cast, which
-   AVX2 vectorises (a plain int64 -> double conversion needs AVX-512DQ, and without it gcc left
-   log, log1p and softplus scalar). */
-GC_MATH_FN double gc__small_i2d(int64_t k) {
-    return gc__u2d((uint64_t)k + 0x4338000000000000ull) - 0x1.8p52;
-}
-
 GC_MATH_FN double gc__log_split(double x, int64_t *k) {
     uint64_t ix = gc__d2u(x);
     uint64_t t = ix - 0x3fe6a09e667f3bcdull;  /* bits of sqrt(1/2) */
@@ -446,37 +467,92 @@ GC_MATH_FN double gc_softplus(double x) {
     return m + l;
 }
 
-/* pi/2 in 27-bit pieces: j * piece is exact for |j| < 2^26 */
-#define GC__PIO2_D1 1.570796325802803
-#define GC__PIO2_D2 9.920935739593517e-10
-#define GC__PIO2_D3 5.721188709663575e-18
-#define GC__PIO2_D4 1.6446256936324258e-26
+/* Exact product a b = *p + (return value), for |a b| well inside the double range: FMA where
+   the target has it, else Dekker's product on Veltkamp halves (b's halves are constants). */
+GC_MATH_FN double gc__two_prod(double a, double b, double bh, double bl, double *p) {
+    double ab = a * b;
+    *p = ab;
+#if defined(__FMA__) || defined(__ARM_FEATURE_FMA)
+    (void)bh; (void)bl;
+    return __builtin_fma(a, b, -ab);
+#else
+    double c = 134217729.0 * a;  /* 2^27 + 1 */
+    double ah = c - (c - a);
+    double al = a - ah;
+    return ((ah * bh - ab) + ah * bl + al * bh) + al * bl;
+#endif
+}
+
+#define GC__PIO2_HI 1.5707963267948966          /* pi/2 = HI + LO to 107 bits */
+#define GC__PIO2_LO 6.123233995736766e-17
+#define GC__PIO2_HIH 1.5707963407039642         /* HI = HIH + HIL, 26 + 27 bits (Veltkamp) */
+#define GC__PIO2_HIL (-1.3909067675399456e-08)
+
+/* Payne-Hanek for double, branch-free, exact for every finite x: x = M 2^(E-1075) with M the
+   53-bit integer significand, so x 2/pi = M C_E (mod 4) with C_E = 2^(E-1075) 2/pi mod 4, and
+   gc__pio2_d[E - GC__PIO2_D_E0] holds C_E to 190 fraction bits (kernels/gen_pio2_table.py).
+   M C_E mod 4 is computed in integers, 32-bit limbs, 11 products 32x32->64 (wrap-around does
+   the mod 4), with an absolute error < 2^-137, and f is kept to 2^-126; the closest a double
+   comes to a multiple of pi/2 is f ~ 2^-61.6 (x = 6381956970095103 2^797), so f keeps about 64
+   correct bits.  The fraction f (2 integer bits rounded off into n) is converted to double-double from
+   exact 52-bit pieces, then times pi/2 as a double-double.  Returns r with *lo (r + lo = f pi/2,
+   |r| <= pi/4); *q gets n mod 4 (correct for both signs). */
+GC_MATH_FN double gc__reduce_pio2(double x, uint64_t *q, double *lo) {
+    uint64_t ux = gc__d2u(x);
+    int64_t e = (int64_t)((ux >> 52) & 0x7ffu);
+    int64_t row = e - GC__PIO2_D_E0;  /* row 0 is zero: |x| < 2^-191 reduces to 0 (cos = 1) */
+    row = row < 0 ? 0 : row;
+    row = row > GC__PIO2_D_ROWS - 1 ? GC__PIO2_D_ROWS - 1 : row;  /* inf, NaN: callers select */
+    uint64_t m = (ux & 0xfffffffffffffull) | (1ull << 52);
+    uint64_t m0 = m & 0xffffffffu, m1 = m >> 32;  /* m1 < 2^21 */
+    const uint64_t L = 0xffffffffu;
+    /* indexed loads, vectorised as gathers; the row is C_E's six 32-bit limbs */
+    uint64_t t0 = gc__pio2_d[row][0], t1 = gc__pio2_d[row][1], t2 = gc__pio2_d[row][2];
+    uint64_t w0 = t0 & L, w1 = t0 >> 32, w2 = t1 & L, w3 = t1 >> 32, w4 = t2 & L, w5 = t2 >> 32;
+    uint64_t a0 = m0 * w0, a1 = m0 * w1, a2 = m0 * w2, a3 = m0 * w3, a4 = m0 * w4, a5 = m0 * w5;
+    uint64_t b0 = m1 * w0, b1 = m1 * w1, b2 = m1 * w2, b3 = m1 * w3, b4 = m1 * w4;
+    /* columns of 32 bits, carries in 64-bit sums (each below 2^35); column 0 has no carry out
+       that matters beyond a0 >> 32 */
+    uint64_t c = (a0 >> 32) + (a1 & L) + (b0 & L);
+    c = (c >> 32) + (a1 >> 32) + (b0 >> 32) + (a2 & L) + (b1 & L);
+    uint64_t r2 = c & L;
+    c = (c >> 32) + (a2 >> 32) + (b1 >> 32) + (a3 & L) + (b2 & L);
+    uint64_t r3 = c & L;
+    c = (c >> 32) + (a3 >> 32) + (b2 >> 32) + (a4 & L) + (b3 & L);
+    uint64_t r4 = c & L;
+    c = (c >> 32) + (a4 >> 32) + (b3 >> 32) + a5 + b4;   /* only the low word counts: mod 4 */
+    uint64_t hi = (c << 32) | r4;         /* x 2/pi mod 4 in units of 2^-62 */
+    uint64_t low = (r3 << 32) | r2;       /* the next 64 bits, units of 2^-126 */
+    uint64_t n = (hi + (1ull << 61)) >> 62;
+    uint64_t s = hi - (n << 62);          /* f 2^62, two's complement, |.| <= 2^61 */
+    uint64_t fneg = (uint64_t)((int64_t)s >> 63);
+    /* |f| 2^126 = uh 2^64 + ul (one's complement for f < 0: 2^-126 off, below the error) */
+    uint64_t uh = s ^ fneg, ul = low ^ fneg;
+    double da = gc__u2d((uh >> 9) | 0x4330000000000000ull) - 0x1p52;
+    double db = gc__u2d((((uh & 0x1ffu) << 43) | (ul >> 21)) | 0x4330000000000000ull) - 0x1p52;
+    double dc = gc__u2d((ul & 0x1fffffu) | 0x4330000000000000ull) - 0x1p52;
+    da *= 0x1p-53;  /* bits 73..124 */
+    db *= 0x1p-105; /* bits 21..72: below da's last bit, so the sum below is a fast two-sum */
+    double fh = da + db;
+    double fl = (db - (fh - da)) + dc * 0x1p-126;
+    /* f pi/2 as a double-double */
+    double ph;
+    double pe = gc__two_prod(fh, GC__PIO2_HI, GC__PIO2_HIH, GC__PIO2_HIL, &ph);
+    pe += GC__FMA(fh, GC__PIO2_LO, fl * GC__PIO2_HI);
+    double r = ph + pe;
+    double rl = pe - (r - ph);
+    uint64_t xneg = (uint64_t)((int64_t)ux >> 63);
+    uint64_t flip = (fneg ^ xneg) & 0x8000000000000000ull;
+    *lo = gc__u2d(gc__d2u(rl) ^ flip);
+    *q = (n ^ xneg) - xneg;
+    return gc__u2d(gc__d2u(r) ^ flip);
+}
 
 GC_MATH_FN double gc__sincos(double x, uint64_t qoff) {
-    double z = GC__FMA(x, 0.6366197723675814, GC__D_SHIFT);
-    double j = z - GC__D_SHIFT;
-    uint64_t q = gc__d2u(z) + qoff;
-    /* x - j*pi/2 as a two-word r + lo.  j*D1, j*D2, j*D3 are exact products and x - j*D1 is
-       exact; the two subtractions that follow may round, and two-sum recovers their errors.
-       (When r is tiny they are exact by Sterbenz, and only the last piece, j*D4, is inexact.) */
-    double r1 = GC__FMA(-j, GC__PIO2_D1, x);
-    double t2 = j * GC__PIO2_D2;
-    double r2 = r1 - t2;
-    double a2 = r2 + t2;
-    double b2 = r2 - a2;
-    double e2 = (r1 - a2) - (t2 + b2);
-    double t3 = j * GC__PIO2_D3;
-    double r3 = r2 - t3;
-    double a3 = r3 + t3;
-    double b3 = r3 - a3;
-    double e3 = (r2 - a3) - (t3 + b3);
-    double lo = GC__FMA(-j, GC__PIO2_D4, e2 + e3);
-    double r = r3 + lo;
-    lo = (r3 - r) + lo;
-    /* outside the accurate range keep the result bounded (NaN passes) */
-    lo = gc__seld(fabs(r) > 0.7854, 0.0, lo);
-    r = gc__seld(r > 0.7854, 0.7854, r);
-    r = gc__seld(r < -0.7854, -0.7854, r);
+    uint64_t q;
+    double lo;
+    double r = gc__reduce_pio2(x, &q, &lo);
+    q += qoff;
     double z2 = r * r;
     double ps = -7.586697057471806e-13;
     ps = GC__FMA(ps, z2, 1.6058531617964313e-10);
@@ -500,7 +576,8 @@ GC_MATH_FN double gc__sincos(double x, uint64_t qoff) {
     double c = w + (((1.0 - w) - hz) + GC__FMA(z2 * z2, pc, -r * lo));
     double v = gc__seld(q & 1u, c, s);
     v = gc__u2d(gc__d2u(v) ^ ((q & 2u) << 62));  /* negate in quadrants 2, 3 */
-    return gc__seld((fabs(x) < 0x1p-27) & (qoff == 0u), x, v);  /* sin of tiny x is x, keeps -0.0 */
+    v = gc__seld((fabs(x) < 0x1p-27) & (qoff == 0u), x, v);  /* sin of tiny x is x, keeps -0.0 */
+    return gc__seld(fabs(x) <= 0x1.fffffffffffffp1023, v, NAN);  /* inf, NaN */
 }
 
 GC_MATH_FN double gc_sin(double x) { return gc__sincos(x, 0u); }

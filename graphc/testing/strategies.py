@@ -143,10 +143,6 @@ def graphs(draw, max_ops: int = 6, max_inputs: int = 3, shape=None, dtype: str =
         x, cur = vs[0], in_shapes[0]  # `cur`: x's concrete shape, so every step is valid NumPy
         for kind, name, extra in steps:
             if kind == "unary":
-                if name in ("sin", "cos"):
-                    # C's sin/cos are exact only for |x| < 2^26 (issue 15, item 7, still open):
-                    # keep chains like sin(exp(exp(x))) inside that range
-                    x = ops.clip(x, -1e6, 1e6)
                 x = getattr(ops, name)(x)
             elif kind == "binary":
                 try:
