@@ -102,18 +102,30 @@ class SoftmaxCrossEntropy(Op):
         return (np.where(valid, -picked, 0).astype(z.dtype),)
 
     def vjp(self, node, cotangents):
-        from .elementwise import multiply, subtract
-        from .shape import ExpandDims, one_hot
+        # (softmax(z) * valid - one_hot(t)) * g, written so that fusion makes it one elementwise
+        # loop after two row reductions: softmax as exp(z - logsumexp(z)) (no softmax matrix
+        # is stored and read back), the one-hot row as the comparison t == column (no one-hot
+        # matrix), and `valid` (0 for a label outside [0, C): no gradient) from t itself
+        from ..core import constant
+        from .elementwise import cast, divide, equal, exp, greater_equal, less, multiply, subtract, where
+        from .reduce import max, sum
+        from .shape import ExpandDims, stop_gradient
 
-        (g,) = cotangents
+        (g, ) = cotangents
         z, t = node.inputs
-        from .reduce import sum
-
-        p = softmax(z, -1)
-        hot = one_hot(t, z.shape[-1], z.dtype)
-        valid = sum(hot, -1, keepdims=True)  # 0 for a label outside [0, C): no gradient
-        diff = subtract(multiply(p, valid), hot)
-        return [multiply(ExpandDims((z.ndim - 1,))(g), diff), None]
+        c = z.shape[-1]
+        last = ExpandDims((z.ndim - 1,))
+        # exp(z - m) / sum(exp(z - m)): shifting by the row max (softmax does not depend on the
+        # shift, so no gradient flows through it) is exact, where z - logsumexp(z) would round
+        # logsumexp at the size of z
+        m = stop_gradient(max(z, -1, keepdims=True))
+        m = where(equal(subtract(m, m), 0), m, 0)  # an infinite max (all -inf row) must not give nan
+        e = exp(subtract(z, m))
+        p = divide(e, sum(e, -1, keepdims=True))
+        ti = last(t)
+        hot = cast(equal(ti, constant(np.arange(c, dtype=t.dtype))), z.dtype)
+        valid = multiply(cast(greater_equal(ti, 0), z.dtype), cast(less(ti, c), z.dtype))
+        return [multiply(last(g), subtract(multiply(p, valid), hot)), None]
 
 
 def _float(x):

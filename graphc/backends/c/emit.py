@@ -52,6 +52,11 @@ static double gc_now(void) {{
 """
 
 
+# Loop temporaries: a bool is held as a 32-bit int (0 or 1) in registers, stored as a byte.
+# gcc 12 does not vectorise a float loop with a uint8_t temporary in it (a comparison feeding
+# a cast, as one_hot written as t == column is), so such loops ran scalar.
+TEMP_TYPES = dict(C_TYPES, bool="int32_t")
+
 class CEmitter:
     """Builds the C source. Public results: `source`, `buffers` (slot -> root Var), `params`
     (D slot -> function of the bound shapes), `errors` (rc -> message)."""
@@ -207,7 +212,7 @@ class CEmitter:
                 self._value[id(v)] = _literal(v)
             else:
                 self._value[id(v)] = f"l{j}"
-                lines.append(f"const {C_TYPES[v.dtype]} l{j} = {names[id(v)]}[{offset(v)}];")
+                lines.append(f"const {TEMP_TYPES[v.dtype]} l{j} = {names[id(v)]}[{offset(v)}];")
         for n_i, node in enumerate(nodes):
             out = node.outputs[0]
             args = [self._value[id(v)] for v in data_inputs(node)]
@@ -218,7 +223,7 @@ class CEmitter:
                 expr = cast_c(node.inputs[0].dtype, out.dtype, args[0])
             else:  # broadcast_to / broadcast_like: the load already broadcasts
                 expr = args[0]
-            lines.append(f"const {C_TYPES[out.dtype]} v{n_i} = {expr};")
+            lines.append(f"const {TEMP_TYPES[out.dtype]} v{n_i} = {expr};")
             self._value[id(out)] = f"v{n_i}"
         return lines
 

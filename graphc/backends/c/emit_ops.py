@@ -162,7 +162,10 @@ def _softmax_like(em, name, node, index, log: bool):
   for (int64_t line = 0; line < outer*inner; line++) {{
     const int64_t base = (line / inner) * n * inner + (line % inner);
     {ct} mx = -INFINITY;
-    for (int64_t j = 0; j < n; j++) {{ {ct} v = x[base + j*inner]; mx = (v > mx || v != v) ? v : mx; }}
+    int nan = 0;  /* NaN wins (NumPy), tracked apart so that the max loop vectorises */
+    #pragma omp simd reduction(max:mx) reduction(|:nan)
+    for (int64_t j = 0; j < n; j++) {{ {ct} v = x[base + j*inner]; mx = v > mx ? v : mx; nan |= v != v; }}
+    if (nan) mx = NAN;
     if (!(mx - mx == 0)) mx = (mx != mx) ? mx : 0;  /* an infinite max must not make inf-inf */
     double s = 0;
     #pragma omp simd reduction(+:s)
@@ -191,7 +194,10 @@ def _sce(em, name, node, index):
     const int64_t label = (int64_t)t[r];
     if (label < 0 || label >= C) {{ y[r] = 0; continue; }}  /* like one_hot: selects nothing */
     {ct} mx = -INFINITY;
-    for (int64_t j = 0; j < C; j++) {{ {ct} v = zr[j]; mx = (v > mx || v != v) ? v : mx; }}
+    int nan = 0;  /* NaN wins (NumPy), tracked apart so that the max loop vectorises */
+    #pragma omp simd reduction(max:mx) reduction(|:nan)
+    for (int64_t j = 0; j < C; j++) {{ {ct} v = zr[j]; mx = v > mx ? v : mx; nan |= v != v; }}
+    if (nan) mx = NAN;
     if (!(mx - mx == 0)) mx = (mx != mx) ? mx : 0;
     double s = 0;
     #pragma omp simd reduction(+:s)

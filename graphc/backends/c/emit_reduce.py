@@ -35,6 +35,21 @@ def _combine(kind: str, dtype: str, acc: str, v: str) -> str:
     return f"(({v}) {cmp} ({acc})) ? ({v}) : ({acc})"
 
 
+def _accumulate(kind: str, dtype: str, value: str) -> tuple[str, str, str, str]:
+    """A vectorisable loop accumulating `value` into `acc`: (declarations, loop pragma, loop
+    statement, statement after the loop). A float max/min is an OpenMP max/min reduction plus a
+    separate NaN flag (NumPy's NaN propagation): the select that checks for NaN inside the
+    reduction kept gcc from vectorising it."""
+    if kind == "sum":
+        return "", "omp simd reduction(+:acc)", f"acc = acc + {value};", ""
+    cmp = ">" if kind == "max" else "<"
+    if dtype.startswith("float"):
+        return ("int nan = 0;\n", f"omp simd reduction({kind}:acc) reduction(|:nan)",
+                f"{{ const {C_TYPES[dtype]} r_ = {value}; acc = (r_ {cmp} acc) ? r_ : acc; nan |= (r_ != r_); }}",
+                "if (nan) acc = NAN;\n")
+    return "", f"omp simd reduction({kind}:acc)", f"acc = (({value}) {cmp} acc) ? ({value}) : acc;", ""
+
+
 def reduce_kernel(em, name: str, k: Kernel) -> str:
     node = k.nodes[-1]
     op = node.op
@@ -75,10 +90,9 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         # kept axis first: parallel over it; each output element is owned by one thread
         lines.append(f"  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};")
         if flags[-1]:
-            red = _combine(kind, dtype, "acc", value)
-            simd = "omp simd reduction(+:acc)" if kind == "sum" else ""
-            inner = f"{acc_t} acc = {ident};\n" + loop(n - 1, f"{stmts}\nacc = {red};", simd) + \
-                f"\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', 'acc')};"
+            decl, simd, step, after = _accumulate(kind, dtype, value)
+            inner = f"{acc_t} acc = {ident};\n{decl}" + loop(n - 1, f"{stmts}\n{step}", simd) + \
+                f"\n{after}o[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', 'acc')};"
             code = inner
             for j in reversed(range(n - 1)):
                 code = loop(j, code, f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)" if j == 0 else "")
@@ -92,8 +106,7 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         lines.append(code)
     elif n == 1:
         # everything reduced: per-thread partials, combined in thread order
-        red = _combine(kind, dtype, "acc", value)
-        simd = "#pragma omp simd reduction(+:acc)" if kind == "sum" else ""
+        decl, simd, step, after = _accumulate(kind, dtype, value)
         lines.append(f"""  {acc_t} parts[GC_MAX_THREADS];
   int used = 1;
   const int64_t count = {sizes[0]};
@@ -101,14 +114,14 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
   {{
     int t = gc_thread_num(), nt = gc_num_threads();
     {acc_t} acc = {ident};
-    const int64_t chunk = (count + nt - 1) / nt;
+    {decl}const int64_t chunk = (count + nt - 1) / nt;
     const int64_t lo = t * chunk, hi = lo + chunk < count ? lo + chunk : count;
-    {simd}
+    #pragma {simd}
     for (int64_t i0 = lo; i0 < hi; i0++) {{
 {stmts}
-      acc = {red};
+      {step}
     }}
-    if (t < GC_MAX_THREADS) parts[t] = acc;
+    {after}if (t < GC_MAX_THREADS) parts[t] = acc;
     #pragma omp single
     used = nt < GC_MAX_THREADS ? nt : GC_MAX_THREADS;
   }}
@@ -135,11 +148,10 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         # gradient): threads own values of the first kept axis, which moves outermost; the
         # innermost reduced run accumulates in a local (vectorised), in memory order
         first = kept[0]
-        red = _combine(kind, dtype, "acc", value)
-        simd = "omp simd reduction(+:acc)" if kind == "sum" else ""
+        decl, simd, step, after = _accumulate(kind, dtype, value)
         lines.append(f"  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};")
-        code = f"{acc_t} acc = {ident};\n" + loop(n - 1, f"{stmts}\nacc = {red};", simd) + \
-            f"\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', 'acc')};"
+        code = f"{acc_t} acc = {ident};\n{decl}" + loop(n - 1, f"{stmts}\n{step}", simd) + \
+            f"\n{after}o[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', 'acc')};"
         for j in reversed([m for m in range(n - 1) if m != first]):
             code = loop(j, code)
         lines.append(loop(first, code, f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)"))
