@@ -932,6 +932,25 @@ def test_nan_inf_reductions_match_numpy():
         np.testing.assert_array_equal(am, np.argmax(a, axis=1))
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_wins_in_long_vectorised_max_min_rows(dtype):
+    """The max/min loops are SIMD reductions with a separate NaN flag: a NaN in any lane (head,
+    middle, the scalar tail) must still win, on every reduction pattern and in softmax's max."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(6, 4, 203)).astype(dtype)
+    a[0, 0, 0] = a[1, 2, 101] = a[2, 3, 202] = np.nan
+    a[3, 1, 7] = np.inf
+    a[4] = -np.inf
+    x = ph("x", (None, 4, 203), dtype)
+    outs = [x.max(axis=2), x.min(axis=2), x.max(axis=(0, 2)), x.min(axis=(1, 2)), x.max(), gc.softmax(x, -1)]
+    got = gc.function([x], outs)(a)
+    with np.errstate(all="ignore"):
+        want = [a.max(axis=2), a.min(axis=2), a.max(axis=(0, 2)), a.min(axis=(1, 2)), a.max(),
+                gc.function([x], outs[-1], backend="ref")(a)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-6, equal_nan=True)
+
+
 def test_nan_in_matmul_and_division_by_zero():
     x, w = ph("x", (None, 2), "float64"), ph("w", (2, 2), "float64")
     f = gc.function([x, w], [x @ w, x / w.sum()])
