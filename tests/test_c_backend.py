@@ -264,3 +264,25 @@ def test_batched_matmul_with_a_shared_right_operand_is_one_gemm(shape):
     xv = rng.normal(size=concrete)
     np.testing.assert_allclose(f_c(xv), f_ref(xv), rtol=1e-12)
     assert "nbatch" not in f_c.source  # no loop of small gemms
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int32"])
+def test_column_reductions_stream_rows_into_per_thread_partials(dtype):
+    """Sum/max/min over axis 0 of a matrix large enough for the threaded path (each thread
+    streams its rows into a private partial; partials combined in thread order), with a fused
+    elementwise prologue, NaN in a column for max/min, and against NumPy."""
+    rng = np.random.default_rng(9)
+    a = (rng.normal(size=(3001, 67)) * 10).astype(dtype)
+    if dtype != "int32":
+        a[1500, 3] = np.nan
+    x = gc.placeholder("x", (None, 67), dtype)
+    f = gc.function([x], [x.sum(axis=0), (x * 2 + 1).sum(axis=0), x.max(axis=0), x.min(axis=0)], backend="c")
+    got = f(a)
+    want = [a.sum(axis=0, dtype="float64"), (a * 2 + 1).sum(axis=0, dtype="float64"), a.max(axis=0), a.min(axis=0)]
+    sum_dtype = a[:1].sum(axis=0).dtype  # NumPy's: int32 sums to int64
+    for g, w, want_dtype in zip(got, want, [sum_dtype, sum_dtype, dtype, dtype]):
+        assert g.dtype == want_dtype
+        np.testing.assert_allclose(g, w.astype(want_dtype), rtol=1e-5 if dtype == "float32" else 1e-12,
+                                   equal_nan=True)
+    empty = gc.function([x], x.sum(axis=0), backend="c")(a[:0])  # no rows: every partial stays 0
+    np.testing.assert_array_equal(empty, np.zeros(67, sum_dtype))

@@ -129,9 +129,52 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
   for (int t = 0; t < used; t++) total = {_combine(kind, dtype, "total", "parts[t]")};
   o[0] = ({ct})total;""")
     elif n == 2 and flags == [True, False]:
-        # reduced then kept (column reductions): threads own blocks of output columns
+        # reduced then kept (column reductions, a bias gradient): each thread streams whole rows
+        # of its share of the rows into a private partial (memory order, no stride jumps), and
+        # the partials are combined in thread order; if a partial cannot be allocated, threads
+        # own blocks of output columns instead
+        acc_upd = _combine(kind, dtype, "a[i1]", value)
         upd = _combine(kind, dtype, "o[i1]", value)
-        lines.append(f"""  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};
+        part = _combine(kind, dtype, "r", "parts[q][j]")
+        lines.append(f"""  const int64_t R = ({sizes[0]}), C = ({sizes[1]});
+  {acc_t} *parts[GC_MAX_THREADS];
+  int used = 0, failed = 0;
+  #pragma omp parallel if(({total}) > GC_PAR_MIN)
+  {{
+    const int t = gc_thread_num(), nt = gc_num_threads() < GC_MAX_THREADS ? gc_num_threads() : GC_MAX_THREADS;
+    {acc_t} *a = t < nt ? ({acc_t} *)malloc(sizeof({acc_t}) * (size_t)(C > 0 ? C : 1)) : NULL;
+    if (t < nt) parts[t] = a;
+    if (t == 0) used = nt;
+    if (t < nt && a == NULL) {{
+      #pragma omp atomic write
+      failed = 1;
+    }}
+    #pragma omp barrier
+    if (!failed && t < nt) {{
+      const int64_t chunk = (R + nt - 1) / nt;
+      const int64_t lo = t * chunk, hi = lo + chunk < R ? lo + chunk : R;
+      for (int64_t j = 0; j < C; j++) a[j] = {ident};
+      for (int64_t i0 = lo; i0 < hi; i0++) {{
+        #pragma omp simd
+        for (int64_t i1 = 0; i1 < C; i1++) {{
+{stmts}
+          a[i1] = {acc_upd};
+        }}
+      }}
+    }}
+    #pragma omp barrier
+    if (!failed) {{
+      #pragma omp for schedule(static)
+      for (int64_t j = 0; j < C; j++) {{
+        {acc_t} r = {ident};
+        for (int q = 0; q < used; q++) r = {part};
+        o[j] = ({ct})r;
+      }}
+    }}
+  }}
+  for (int q = 0; q < used; q++) free(parts[q]);
+  if (!failed) return 0;
+  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};
   #pragma omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)
   for (int64_t jb = 0; jb < ({sizes[1]}); jb += {BLOCK}) {{
     int64_t jend = jb + {BLOCK} < ({sizes[1]}) ? jb + {BLOCK} : ({sizes[1]});
