@@ -16,7 +16,7 @@ import numpy as np
 
 from .backends import compile_graph, resolve_backend
 from .backends.args import convert_arg
-from .core import DTypeError, Graph, Placeholder, ShapeError, SharedVar, Var, constant, leaves, toposort
+from .core import DTypeError, Graph, Placeholder, ShapeError, SharedVar, Var, constant, leaves, matches, toposort
 
 # placeholder and shared are IR constructors (graphc.core); re-exported where they used to live
 from .core import placeholder as placeholder
@@ -35,6 +35,8 @@ class Function:
                  exclude_passes: Sequence[str] = (), allow_input_downcast: bool = False, debug: bool = False,
                  to_host: bool = False):
         self.inputs = _check_inputs(inputs)
+        # per input: (placeholder, NumPy dtype, static shape, whether every dimension is static)
+        self._arg_specs = [(p, np.dtype(p.dtype), tuple(p.shape), None not in p.shape) for p in self.inputs]
         self._single = isinstance(outputs, Var)
         outs = [outputs] if self._single else list(outputs) if isinstance(outputs, (list, tuple)) else None
         if outs is None:
@@ -97,8 +99,15 @@ class Function:
     def _bind_args(self, args, kwargs) -> list[np.ndarray]:
         convert = getattr(self._program, "convert_arg", convert_arg)  # the cuda backend also takes CuPy arrays
         if not kwargs and len(args) == len(self.inputs):  # every argument by position: the common case
-            downcast = self.allow_input_downcast
-            return [convert(p, v, downcast) for p, v in zip(self.inputs, args)]
+            downcast, out = self.allow_input_downcast, []
+            for (p, dtype, shape, static), v in zip(self._arg_specs, args):
+                # an array of the right dtype and shape passes as is (convert_arg would say the same)
+                if type(v) is np.ndarray and v.dtype == dtype and (v.shape == shape if static else
+                                                                  matches(shape, v.shape)):
+                    out.append(v)
+                else:
+                    out.append(convert(p, v, downcast))
+            return out
         names = [p.name for p in self.inputs]
         if len(args) > len(self.inputs):
             raise TypeError(f"function takes {len(self.inputs)} argument(s) ({', '.join(names)}), got {len(args)}")

@@ -162,12 +162,12 @@ class CProgram:
 
     def _call(self, args):
         with self._lock:
-            sig = self._signature(tuple(a.shape for a in args))
+            sig = self._signature(tuple([a.shape for a in args]))
             if sig.gemm_error is not None:
                 raise sig.gemm_error
             # cffi's from_buffer is the cheap way to an array's address (ndarray.ctypes builds
             # a Python object per access): this runs for every argument of every call
-            ptrs, address = sig.ptrs_c, self._ffi.from_buffer
+            ptrs, address = sig.ptrs_c, self._address
             for (slot, _), a in zip(self._input_slots, args):
                 if slot is not None:
                     ptrs[slot] = address(a)
@@ -181,6 +181,12 @@ class CProgram:
             kind, fmt = self.emitter.errors.get(rc, (RuntimeError, f"generated kernel failed with code {rc}"))
             raise kind(fmt.format(*self._errinfo.tolist()))
         return outs
+
+    @functools.cached_property
+    def _address(self):
+        """``address(array)``: cffi's from_buffer without its Python wrapper (a char[] cdata)."""
+        backend, char_array = self._ffi._backend, self._ffi.typeof("char[]")
+        return lambda a: backend.from_buffer(char_array, a, False)
 
     @functools.cached_property
     def _output_slots(self) -> list[list[int]]:
