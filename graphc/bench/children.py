@@ -13,7 +13,7 @@ import sys
 import tempfile
 import traceback
 
-from .frameworks import LABELS
+from .frameworks import LABELS, child_python
 from .harness import MODES, Mode, error_text, run_side, summarize
 from .registry import get_workload
 
@@ -31,14 +31,30 @@ def child_main(spec_json: str) -> int:
         import warnings
 
         warnings.filterwarnings("ignore", message=".*[Dd]onat.*")
+    versions = _versions(fw)
     for name in spec["names"]:
         try:
             res = run_side(get_workload(name), [fw], mode)
         except Exception as e:
             res = {"times": {}, "failed": {fw: error_text(e)}, "build_s": {}}
             traceback.print_exc()
-        print(CHILD_TAG + json.dumps({"name": name, **res}), flush=True)
+        print(CHILD_TAG + json.dumps({"name": name, **res, "versions": versions}), flush=True)
     return 0
+
+
+def _versions(fw: str) -> dict:
+    """The versions this child runs (it may be the twins interpreter, not the parent's)."""
+    import platform
+    from importlib import metadata
+
+    dists = {"jax": ("jax", "jaxlib"), "pytensor": ("pytensor",)}.get(fw, ("torch",))
+    out = {"python": platform.python_version()}
+    for d in dists:
+        try:
+            out[d] = metadata.version(d)
+        except metadata.PackageNotFoundError:
+            out[d] = None
+    return out
 
 
 def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dict]:
@@ -51,7 +67,7 @@ def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dic
         tmp = tempfile.mkdtemp(prefix="graphc-bench-inductor-")
         env["TORCHINDUCTOR_CACHE_DIR"] = tmp  # a cold compile, comparable with graphc's cold one
     spec = json.dumps({"framework": fw, "names": names, "mode": mode.name})
-    proc = subprocess.Popen([sys.executable, "-c", CHILD_CODE, spec], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([child_python(fw), "-c", CHILD_CODE, spec], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     why = None
     try:
