@@ -45,7 +45,8 @@ def _twin_test(fw):
     assert all(fw in r.get("no_twin", {}) for n, r in results.items() if n in NO_TWIN[fw])
 
 
-@pytest.mark.parametrize("fw", ["torch", "jax", "pytensor"])
+# PyTensor compiles each scan with g++ on first use: minutes with a cold ~/.pytensor cache
+@pytest.mark.parametrize("fw", ["torch", "jax", pytest.param("pytensor", marks=pytest.mark.slow)])
 def test_twins_match_numpy_tiny(fw):
     """Each PyTorch, JAX and PyTensor twin passes the gate (in a child process, as in the
     benchmark; JAX and PyTensor under the twins venv's Python where `make twins` built one)."""

@@ -67,17 +67,20 @@ def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dic
         tmp = tempfile.mkdtemp(prefix="graphc-bench-inductor-")
         env["TORCHINDUCTOR_CACHE_DIR"] = tmp  # a cold compile, comparable with graphc's cold one
     spec = json.dumps({"framework": fw, "names": names, "mode": mode.name})
+    # PyTensor compiles every scan (and its gradient) with g++ the first time: ~100 s each here
+    # with a cold ~/.pytensor cache, a few seconds once cached
+    timeout = mode.child_timeout + (600 if fw == "pytensor" else 0)
     proc = subprocess.Popen([child_python(fw), "-c", CHILD_CODE, spec], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     why = None
     try:
-        stdout, stderr = proc.communicate(timeout=mode.child_timeout)
+        stdout, stderr = proc.communicate(timeout=timeout)
         if proc.returncode:
             why = f"child process exited with {proc.returncode}: {stderr.strip().splitlines()[-1:] or ''}"
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        why = f"timeout: the {LABELS[fw]} child ran past {mode.child_timeout:.0f} s"
+        why = f"timeout: the {LABELS[fw]} child ran past {timeout:.0f} s"
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
