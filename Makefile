@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml setup.py | cksum | cut -d' ' -f1)
 
-.PHONY: demo test test-slow bench lint clean
+.PHONY: demo test test-slow bench lint clean twins
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,5 +42,19 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check graphc tests examples
 
+# The bench's JAX 0.12 and PyTensor 3.3 twins need Python 3.12 (the main venv may be older): a
+# venv of their own that `graphc bench` runs their child processes in when it exists
+# (GRAPHC_BENCH_TWINS_PYTHON overrides the interpreter). `make test` never needs it.
+TWINS_PYTHON ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null) python3.12; do $$p -c "" 2>/dev/null && echo $$p && break; done)
+TWINS := .venv-twins
+
+twins: $(TWINS)/.installed
+
+$(TWINS)/.installed: pyproject.toml setup.py
+	@test -n "$(TWINS_PYTHON)" || { echo "make twins: no python3.12 found (set TWINS_PYTHON=...)"; exit 1; }
+	$(TWINS_PYTHON) -m venv $(TWINS)
+	$(TWINS)/bin/python -m pip install --quiet -e . jax==0.12.0.1 jaxlib==0.12.0.1 pytensor==3.3.8
+	touch $@
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-twins build *.egg-info .pytest_cache .hypothesis

@@ -2,7 +2,9 @@
 
 Every workload is defined once, as a graphc graph, with a hand-written NumPy twin (what a good
 NumPy user writes: in-place operations where natural) and, when installed, a PyTorch twin (eager,
-and ``torch.compile`` in the full run) and a JAX twin (``jax.jit``).
+and ``torch.compile`` in the full run), a JAX twin (``jax.jit``) and, for the training steps, a
+PyTensor twin (one compiled ``pytensor.function``). JAX and PyTensor run under the twins venv's
+Python where ``make twins`` built one (``$GRAPHC_BENCH_TWINS_PYTHON`` overrides).
 
 Method (learned on a 2-core machine; see benchmarks/RESULTS.md):
 
@@ -31,7 +33,7 @@ The package, each module importing only those above it:
 
 - ``frameworks``: the contenders, input conversion, the PyTorch/JAX twin helpers;
 - ``harness``: modes, timing, statistics, the gate, the ``Workload``/``Impl`` protocol;
-- ``workloads``, ``mlp``, ``lenet``: the benchmarks; ``registry``: them by name, ``select``;
+- ``workloads``, ``mlp``, ``lenet``, ``rnn``: the benchmarks; ``registry``: them by name, ``select``;
 - ``children``: the child processes (other frameworks, compile time);
 - ``machine``: ceilings, versions, other load; ``runner``: the whole run;
 - ``report``, ``plot``: Markdown and PNG output; ``cli``: the ``graphc bench`` command.
@@ -43,6 +45,7 @@ from .frameworks import (
     FRAMEWORKS,
     LABELS,
     Math,
+    child_python,
     convert,
     framework_available,
     jax_fn,
@@ -70,6 +73,17 @@ from .mlp import ADAM, COMPILE, MLP_ADAM, CompileTime, MLPStep, NumpyMLP, graphc
 from .plot import plot
 from .registry import EXTRA_WORKLOADS, PENDING, WORKLOADS, get_workload, select
 from .report import BEGIN_MARK, END_MARK, fmt_seconds, markdown_table, summary_text, write_results
+from .rnn import (
+    LSTM_STEP,
+    RNN_STEP,
+    RNN_STEP_PYLOOP,
+    SCAN_OVERHEAD,
+    NumpyRecurrent,
+    RecurrentStep,
+    ScanOverhead,
+    adam_update,
+    recurrent_params,
+)
 from .runner import finish_row, run
 from .workloads import LONG_CHAIN, SHORT_CHAIN, CrossEntropy, Elementwise, Matmul, Reduction
 

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import traceback
 
-from .frameworks import LABELS
+from .frameworks import LABELS, child_python
 from .harness import MODES, Mode, error_text, run_side, summarize
 from .registry import get_workload
 
@@ -31,14 +31,30 @@ def child_main(spec_json: str) -> int:
         import warnings
 
         warnings.filterwarnings("ignore", message=".*[Dd]onat.*")
+    versions = _versions(fw)
     for name in spec["names"]:
         try:
             res = run_side(get_workload(name), [fw], mode)
         except Exception as e:
             res = {"times": {}, "failed": {fw: error_text(e)}, "build_s": {}}
             traceback.print_exc()
-        print(CHILD_TAG + json.dumps({"name": name, **res}), flush=True)
+        print(CHILD_TAG + json.dumps({"name": name, **res, "versions": versions}), flush=True)
     return 0
+
+
+def _versions(fw: str) -> dict:
+    """The versions this child runs (it may be the twins interpreter, not the parent's)."""
+    import platform
+    from importlib import metadata
+
+    dists = {"jax": ("jax", "jaxlib"), "pytensor": ("pytensor",)}.get(fw, ("torch",))
+    out = {"python": platform.python_version()}
+    for d in dists:
+        try:
+            out[d] = metadata.version(d)
+        except metadata.PackageNotFoundError:
+            out[d] = None
+    return out
 
 
 def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dict]:
@@ -51,17 +67,20 @@ def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dic
         tmp = tempfile.mkdtemp(prefix="graphc-bench-inductor-")
         env["TORCHINDUCTOR_CACHE_DIR"] = tmp  # a cold compile, comparable with graphc's cold one
     spec = json.dumps({"framework": fw, "names": names, "mode": mode.name})
-    proc = subprocess.Popen([sys.executable, "-c", CHILD_CODE, spec], env=env, stdout=subprocess.PIPE,
+    # PyTensor compiles every scan (and its gradient) with g++ the first time: ~100 s each here
+    # with a cold ~/.pytensor cache, a few seconds once cached
+    timeout = mode.child_timeout + (600 if fw == "pytensor" else 0)
+    proc = subprocess.Popen([child_python(fw), "-c", CHILD_CODE, spec], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     why = None
     try:
-        stdout, stderr = proc.communicate(timeout=mode.child_timeout)
+        stdout, stderr = proc.communicate(timeout=timeout)
         if proc.returncode:
             why = f"child process exited with {proc.returncode}: {stderr.strip().splitlines()[-1:] or ''}"
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         stdout, stderr = proc.communicate()
-        why = f"timeout: the {LABELS[fw]} child ran past {mode.child_timeout:.0f} s"
+        why = f"timeout: the {LABELS[fw]} child ran past {timeout:.0f} s"
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)

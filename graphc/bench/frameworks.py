@@ -7,12 +7,21 @@ PyTorch and JAX are imported only inside these functions: the parent process nev
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
+import subprocess
+import sys
 
 import numpy as np
 
-FRAMEWORKS = ("graphc", "numpy", "torch", "torch_compile", "jax")
-LABELS = {"graphc": "graphc", "numpy": "NumPy", "torch": "PyTorch", "torch_compile": "torch.compile", "jax": "JAX"}
+FRAMEWORKS = ("graphc", "numpy", "torch", "torch_compile", "jax", "pytensor")
+LABELS = {"graphc": "graphc", "numpy": "NumPy", "torch": "PyTorch", "torch_compile": "torch.compile", "jax": "JAX",
+          "pytensor": "PyTensor"}
+# The frameworks whose child process may run in the twins interpreter (`make twins`: Python 3.12
+# with JAX 0.12 and PyTensor 3.3, which the main venv's Python may be too old for).
+TWINS = ("jax", "pytensor")
+MODULES = {"torch": "torch", "torch_compile": "torch", "jax": "jax", "pytensor": "pytensor"}
 
 
 def to_numpy_list(out) -> list[np.ndarray]:
@@ -74,7 +83,43 @@ class Math:
 
 
 
+def child_python(fw: str) -> str:
+    """The interpreter that runs `fw`'s child process: for JAX and PyTensor, $GRAPHC_BENCH_TWINS_PYTHON
+    or else the `.venv-twins` that `make twins` builds beside the graphc checkout, where they exist;
+    otherwise this interpreter.
+
+    >>> child_python("torch") == sys.executable
+    True
+    """
+    if fw in TWINS:
+        env = os.environ.get("GRAPHC_BENCH_TWINS_PYTHON")
+        if env:
+            return env
+        venv = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                            ".venv-twins", "bin", "python")
+        if os.path.exists(venv):
+            return venv
+    return sys.executable
+
+
+@functools.cache
+def _has_module(python: str, mod: str) -> bool:
+    if python == sys.executable:
+        return importlib.util.find_spec(mod) is not None
+    try:  # another interpreter: ask it (without importing the package)
+        code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({mod!r}) is None)"
+        r = subprocess.run([python, "-c", code], capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
 def framework_available(fw: str) -> bool:
-    """Whether `fw`'s package is installed (found without importing it)."""
-    mod = {"torch": "torch", "torch_compile": "torch", "jax": "jax"}.get(fw)
-    return mod is None or importlib.util.find_spec(mod) is not None
+    """Whether `fw`'s package is installed in the interpreter its child runs in (found without
+    importing it).
+
+    >>> framework_available("numpy")
+    True
+    """
+    mod = MODULES.get(fw)
+    return mod is None or _has_module(child_python(fw), mod)

@@ -166,6 +166,9 @@ class Workload:
     def _jax(self, size: str) -> Impl:
         raise NotImplementedError
 
+    def _pytensor(self, size: str) -> Impl:
+        raise NotImplementedError(f"{self.name} has no PyTensor twin")
+
 
 
 

@@ -233,6 +233,26 @@ class MLPStep(Workload):
 
         return Impl(fn, lambda: [np.asarray(p) for p in st[0]])
 
+    def _pytensor(self, size):
+        if self.optimizer != "adam":
+            raise NotImplementedError("the PyTensor twin is the Adam step's")
+        import pytensor
+        import pytensor.tensor as pt
+
+        from .rnn import pytensor_adam_fn
+
+        ws, bs = mlp_params(np.random.default_rng(3), self._sizes(size))
+        params = [pytensor.shared(p) for p in ws + bs]
+        x, t = pt.matrix("x", dtype="float32"), pt.ivector("t")
+        h, n = x, len(ws)
+        for i in range(n):
+            h = pt.dot(h, params[i]) + params[n + i]
+            if i < n - 1:
+                h = pt.maximum(h, 0)
+        logp = h - pt.logsumexp(h, axis=1, keepdims=True)
+        loss = -pt.mean(logp[pt.arange(t.shape[0]), t])
+        return pytensor_adam_fn(pytensor, pt, [x, t], loss, params, self.lr)
+
 
 class CompileTime(Workload):
     """Compile time of the MLP Adam training step: cold (a fresh GRAPHC_CACHE_DIR in a new process:

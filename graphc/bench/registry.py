@@ -7,12 +7,14 @@ import fnmatch
 from .harness import Workload
 from .lenet import LeNetStep
 from .mlp import COMPILE, MLP_ADAM, MLPStep
+from .rnn import LSTM_STEP, RNN_STEP, RNN_STEP_PYLOOP, SCAN_OVERHEAD
 from .workloads import LONG_CHAIN, SHORT_CHAIN, CrossEntropy, Matmul, Reduction
 
 # The workloads of `graphc bench`, in table order.
 WORKLOADS: dict[str, Workload] = {w.name: w for w in [
     SHORT_CHAIN, LONG_CHAIN, CrossEntropy(), Reduction(0), Reduction(1), Reduction(None),
-    Matmul(128), Matmul(512), Matmul(1024), MLP_ADAM, LeNetStep(), COMPILE,
+    Matmul(128), Matmul(512), Matmul(1024), MLP_ADAM, LeNetStep(), LSTM_STEP, RNN_STEP, RNN_STEP_PYLOOP,
+    SCAN_OVERHEAD, COMPILE,
 ]}
 # Run only when named with --only: the issue-3 SGD steps (benchmarks/c_backend.py).
 EXTRA_WORKLOADS: dict[str, Workload] = {w.name: w for w in [

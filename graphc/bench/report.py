@@ -32,10 +32,11 @@ def _cell(row: dict, fw: str, results: dict) -> str:
 
 def markdown_table(results: dict) -> str:
     """The results as a Markdown table (visible rows only) with footnotes for failures."""
-    hdr = ["workload", "graphc", "NumPy", "PyTorch", "torch.compile", "JAX", "x NumPy", "x PyTorch",
-           "x torch.compile", "x JAX", "graphc achieved", "roofline"]
+    others = [fw for fw in FRAMEWORKS if fw != "graphc"]
+    hdr = ["workload"] + [LABELS[fw] for fw in FRAMEWORKS] + [f"x {LABELS[fw]}" for fw in others] + [
+        "graphc achieved", "roofline"]
     lines = ["| " + " | ".join(hdr) + " |", "|" + " --- |" * len(hdr)]
-    notes = []
+    notes, figures = [], []
     for row in results["workloads"]:
         if row.get("hidden"):
             continue
@@ -46,7 +47,7 @@ def markdown_table(results: dict) -> str:
             continue
         cells = [row["title"]] + [_cell(row, fw, results) for fw in FRAMEWORKS]
         sp = row.get("speedup", {})
-        for fw in ("numpy", "torch", "torch_compile", "jax"):
+        for fw in others:
             cells.append(f"**{sp[fw]:.2f}x**" if fw == "numpy" and fw in sp else f"{sp[fw]:.2f}x" if fw in sp else "")
         if "graphc" in row.get("achieved", {}):
             unit = "GFLOP/s" if row["bound"] == "compute" else "GB/s"
@@ -55,19 +56,37 @@ def markdown_table(results: dict) -> str:
         else:
             cells += ["", ""]
         lines.append("| " + " | ".join(cells) + " |")
+        figures += _extra_lines(row)
         for fw, err in row["failed"].items():
             notes.append(f"`{row['name']}` {LABELS[fw]}: FAILED: {err}")
     out = "\n".join(lines)
+    if figures:
+        out += "\n\n" + "\n".join(f"- {f}" for f in figures)
     if notes:
         out += "\n\nFailures (refused by the correctness gate or unable to run; never timed):\n\n" + "\n".join(
             f"- {n}" for n in notes)
     return out
 
 
+def _extra_lines(row: dict) -> list[str]:
+    """The per-step cost and the gemm ceiling of a row that has them."""
+    out = []
+    per = row.get("per_step_s")
+    if per:
+        cells = ", ".join(f"{LABELS[fw]} {fmt_seconds(s)}" for fw, s in per.items() if fw in LABELS)
+        out.append(f"`{row['name']}` per step ({row['steps']} steps): {cells}.")
+    if row.get("gemm_ceiling_s"):
+        g = row["times"].get("graphc", {}).get("median")
+        frac = f"; graphc's step takes {g / row['gemm_ceiling_s']:.2f}x that" if g else ""
+        out.append(f"`{row['name']}` gemm ceiling: its gemms' {row['gemm_flops'] / 1e9:.3g} GFLOP at the measured "
+                   f"sgemm rate take {fmt_seconds(row['gemm_ceiling_s'])}{frac}.")
+    return out
+
+
 def _compile_lines(row: dict) -> list[str]:
     t = row.get("times", {})
     first = row.get("first_call_s", {})
-    blank = [""] * 6
+    blank = ["—"] * (len(FRAMEWORKS) - 5) + [""] * (len(FRAMEWORKS) + 1)  # later frameworks; ratios, achieved, roofline
     cold = fmt_seconds(t["cold"]["median"]) + f" ({fmt_seconds(t['cold']['min'])}–{fmt_seconds(t['cold']['max'])})" \
         if "cold" in t else "FAILED"
     warm = fmt_seconds(t["warm"]["median"]) + f" ({fmt_seconds(t['warm']['min'])}–{fmt_seconds(t['warm']['max'])})" \
@@ -84,6 +103,10 @@ def summary_text(results: dict, command: str) -> str:
     soft = [f"Python {m['python']}", f"NumPy {m['numpy']}", f"graphc {m['graphc']}", f"gcc {m['gcc']}"]
     soft += [f"PyTorch {m['torch']}" if m["torch"] else "PyTorch not installed",
              f"JAX {m['jax']} (jaxlib {m['jaxlib']})" if m["jax"] else "JAX not installed"]
+    if m.get("pytensor"):
+        soft.append(f"PyTensor {m['pytensor']}")
+    for fw, v in m.get("child_python", {}).items():
+        soft.append(f"{LABELS[fw]} under Python {v}")
     lines = [
         f"Command: `{command}` ({results['mode']} mode; the run took {results['elapsed_s']:.0f} s, {m['date']}).",
         "",

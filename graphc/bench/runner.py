@@ -31,6 +31,18 @@ def finish_row(row: dict, ceil: dict) -> None:
         row["roofline_fraction"][fw] = row["roofline_s"] / s
 
 
+def extra_figures(row: dict, wl, size: str, ceil: dict) -> None:
+    """The per-step cost of a loop workload (`wl.steps`) and the gemm ceiling of one with gemms
+    (`wl.gemm_flops`: their FLOPs at the measured sgemm rate), in place."""
+    if hasattr(wl, "steps"):
+        n = wl.steps(size)
+        row["steps"] = n
+        row["per_step_s"] = {fw: s["median"] / n for fw, s in row["times"].items()}
+    if hasattr(wl, "gemm_flops"):
+        row["gemm_flops"] = wl.gemm_flops(size)
+        row["gemm_ceiling_s"] = row["gemm_flops"] / (ceil["sgemm_GFLOPs"] * 1e9)
+
+
 def run(names: Sequence[str] | None = None, mode: str | Mode = "full", log=None) -> dict:
     """Run the benchmark: the results dict that `--json` writes."""
     mode = MODES[mode] if isinstance(mode, str) else mode
@@ -56,7 +68,7 @@ def run(names: Sequence[str] | None = None, mode: str | Mode = "full", log=None)
     else:
         extra_mlp = []
     skipped: dict[str, str] = {}
-    for fw in ("torch", "torch_compile", "jax"):
+    for fw in ("torch", "torch_compile", "jax", "pytensor"):
         if not framework_available(fw):
             skipped[fw] = "not installed"
             continue
@@ -73,6 +85,11 @@ def run(names: Sequence[str] | None = None, mode: str | Mode = "full", log=None)
                               "failed": {}, "build_s": {}, "hidden": True}
             for key in ("times", "failed", "build_s"):
                 rows[name][key].update(res[key])
+            for dist, version in res.get("versions", {}).items():  # the child's interpreter may be the twins venv
+                if dist != "python":
+                    machine[dist] = version
+                elif version != machine["python"]:
+                    machine.setdefault("child_python", {})[fw] = version
     log("ceilings again ...")
     ceil_end = measure_ceilings(mode)
     ceil = {k: max(ceil_start[k], ceil_end[k]) for k in ceil_start}
@@ -86,6 +103,7 @@ def run(names: Sequence[str] | None = None, mode: str | Mode = "full", log=None)
         row["status"] = "FAILED" if "graphc" in row["failed"] else "ok"
         if row["status"] == "ok":
             finish_row(row, ceil)
+            extra_figures(row, wl, mode.size, ceil)
     for row in rows.values():
         row.setdefault("status", "FAILED" if "graphc" in row["failed"] else "ok")
     machine.update(others_load(snap, cpu_snapshot(), machine["cores"] or 1))
