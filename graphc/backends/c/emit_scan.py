@@ -24,6 +24,8 @@ from ...passes.fuse import schedule
 from ...passes.memory import plan_memory
 
 _ALIGN = 64
+SMALL_STEP_MACS = 1 << 25
+_BLAS_DECL = "void scipy_openblas_set_num_threads(int); int scipy_openblas_get_num_threads(void);"
 
 
 class _PerSignature:
@@ -43,7 +45,7 @@ def scan_kernel(em, name: str, node, index: int) -> str:
     body_graph = optimize(Graph(op.body.inputs, op.body.outputs))
     sched = schedule(body_graph)
     plan = plan_memory(sched, len(body_graph.outputs), [])
-    from .emit import CEmitter
+    from .emit import PARALLEL_MIN, CEmitter
 
     body = CEmitter(sched, plan, prefix=f"{name}_", index_base=(index + 1) * 1024, nested=True)
     for i in range(len(body_graph.outputs)):
@@ -80,6 +82,23 @@ def scan_kernel(em, name: str, node, index: int) -> str:
                                      lambda s, out=out: (nbytes(out, s) + _ALIGN - 1) // _ALIGN * _ALIGN)
     scratch = " + ".join([ws_total, *(f"2*{b}" for b in last_bytes.values())])
 
+    # Per-step gemm work: below SMALL_STEP_MACS the whole loop runs on one thread (OpenBLAS held
+    # to one thread, the body's OpenMP regions off). Two small gemms and a few small elementwise
+    # kernels per step cannot keep several threads busy, and OpenBLAS' pool and OpenMP's take
+    # turns spinning at every step (measured: LSTM T=100 B=64 256 hidden, 1.25 s with both
+    # pools on a loaded 2-core machine, 0.30 s on one thread).
+    matmuls = [n for kk in sched.kernels if kk.kind == "matmul" for n in kk.nodes if n.op.name == "matmul"]
+
+    def step_macs(shapes) -> int:
+        bound = body_shapes(shapes)
+        total = 0
+        for n in matmuls:
+            out = bound.get(id(n.outputs[0]), n.outputs[0].shape)
+            a = bound.get(id(n.inputs[0]), n.inputs[0].shape)
+            total += int(np.prod(out, dtype=np.int64)) * int(a[-1])
+        return total
+
+    macs = em.param(("scan", id(node), "macs"), step_macs)
     code_oom = (index + 1) << 4 | 3
     em.errors[code_oom] = (MemoryError, "scan: could not allocate {0} bytes for the loop body's workspace")
     steps = str(op.n_steps) if op.n_steps is not None else em.dim(seqs[0], 0)
@@ -128,6 +147,10 @@ def scan_kernel(em, name: str, node, index: int) -> str:
         offset = f"{offset} + 2*{b}"
     for j, init in enumerate(inits):
         lines.append(f"  const void *state{j} = B[{em.slot(init)}];")
+    lines += [f"  const int one_thread = {macs} < {SMALL_STEP_MACS};",
+              "  const int blas_nt = one_thread ? scipy_openblas_get_num_threads() : 1;",
+              f"  if (one_thread) {{ {name}_par_min = INT64_MAX; "
+              "if (blas_nt > 1) scipy_openblas_set_num_threads(1); }"]
     lines.append("  for (int64_t t = 0; t < T; t++) {")
     if n_seqs:
         lines.append(f"    const int64_t s = {'L - 1 - t' if op.go_backwards else 't'}; (void)s;")
@@ -165,8 +188,13 @@ def scan_kernel(em, name: str, node, index: int) -> str:
         else:
             lines.append(f"  if (!rc) {{ if (T > 0) memcpy(B[{em.slot(ys)}], {final}, {size}); "
                          f"else memset(B[{em.slot(ys)}], 0, {size}); }}")
+    lines.append(f"  if (one_thread) {{ {name}_par_min = {PARALLEL_MIN}; "
+                 "if (blas_nt > 1) scipy_openblas_set_num_threads(blas_nt); }")
     lines.append("  free(ws);")
     lines.append("  return rc;")
     fn = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n" + "\n".join(lines) + "\n}"
-    return "#include <stdlib.h>\n" + body.source + "\n\n" + fn
+    # the body's parallel regions test GC_PAR_MIN: within the body it is a variable the loop sets
+    head = (f"#include <stdlib.h>\n{_BLAS_DECL}\nstatic int64_t {name}_par_min = {PARALLEL_MIN};\n"
+            f'#pragma push_macro("GC_PAR_MIN")\n#undef GC_PAR_MIN\n#define GC_PAR_MIN {name}_par_min\n')
+    return head + body.source + '\n#pragma pop_macro("GC_PAR_MIN")\n\n' + fn
 
