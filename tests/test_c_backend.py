@@ -3,6 +3,7 @@ gradients, several batch sizes, updates."""
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import numpy as np
@@ -286,3 +287,33 @@ def test_column_reductions_stream_rows_into_per_thread_partials(dtype):
                                    equal_nan=True)
     empty = gc.function([x], x.sum(axis=0), backend="c")(a[:0])  # no rows: every partial stays 0
     np.testing.assert_array_equal(empty, np.zeros(67, sum_dtype))
+
+
+def test_adaptive_threads_leave_a_core_to_a_busy_process(monkeypatch):
+    """With another process spinning, the estimate of free cores drops below the machine's
+    cores; with GRAPHC_ADAPTIVE_THREADS=0 it stays at the configured maximum."""
+    import subprocess
+    import sys
+    import time
+
+    from graphc.backends.c.threads import INTERVAL, AdaptiveThreads, _usable_cores
+
+    cores = _usable_cores()
+    if cores < 2 or not os.path.exists("/proc/stat"):
+        pytest.skip("needs Linux and two cores")
+    monkeypatch.setenv("GRAPHC_ADAPTIVE_THREADS", "0")
+    assert AdaptiveThreads(maximum=cores).update() == cores
+    monkeypatch.delenv("GRAPHC_ADAPTIVE_THREADS")
+    threads = AdaptiveThreads(maximum=cores)
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        seen = set()
+        for _ in range(20):
+            time.sleep(INTERVAL * 1.2)
+            seen.add(threads.update())
+    finally:
+        hog.kill()
+        hog.wait()
+    assert all(1 <= n <= cores for n in seen)
+    assert min(seen) <= cores - 1, seen

@@ -52,12 +52,13 @@ SMALL_GEMM = 65536 * 4
 # total multiply-adds below which a conv kernel stays on one thread
 PAR_MIN_MACS = 1 << 17
 
-_BLAS_DECL = "void scipy_openblas_set_num_threads(int); int scipy_openblas_get_num_threads(void);"
+# OpenBLAS's thread control (scipy-openblas32 prefixes its symbols), for kernels that hold it to one thread
+BLAS_THREADS_DECL = "void scipy_openblas_set_num_threads(int); int scipy_openblas_get_num_threads(void);"
 
 
 def _fn(name: str, body: str, helpers: str = "") -> str:
     head = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
-    return "#include <stdlib.h>\n" + _BLAS_DECL + "\n" + helpers + head + body + "\n  return 0;\n}"
+    return "#include <stdlib.h>\n" + BLAS_THREADS_DECL + "\n" + helpers + head + body + "\n  return 0;\n}"
 
 
 def _lit(dtype: str, value: float) -> str:

@@ -22,10 +22,10 @@ from ...core import Constant, Graph, Placeholder
 from ...passes import optimize
 from ...passes.fuse import schedule
 from ...passes.memory import plan_memory
+from .emit_conv import BLAS_THREADS_DECL
 
 _ALIGN = 64
 SMALL_STEP_MACS = 1 << 25
-_BLAS_DECL = "void scipy_openblas_set_num_threads(int); int scipy_openblas_get_num_threads(void);"
 
 
 class _PerSignature:
@@ -194,7 +194,7 @@ def scan_kernel(em, name: str, node, index: int) -> str:
     lines.append("  return rc;")
     fn = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n" + "\n".join(lines) + "\n}"
     # the body's parallel regions test GC_PAR_MIN: within the body it is a variable the loop sets
-    head = (f"#include <stdlib.h>\n{_BLAS_DECL}\nstatic int64_t {name}_par_min = {PARALLEL_MIN};\n"
+    head = (f"#include <stdlib.h>\n{BLAS_THREADS_DECL}\nstatic int64_t {name}_par_min = {PARALLEL_MIN};\n"
             f'#pragma push_macro("GC_PAR_MIN")\n#undef GC_PAR_MIN\n#define GC_PAR_MIN {name}_par_min\n')
     return head + body.source + '\n#pragma pop_macro("GC_PAR_MIN")\n\n' + fn
 

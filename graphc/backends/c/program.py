@@ -22,6 +22,7 @@ from ...passes.memory import plan_memory
 from ..debugcheck import check_kernels
 from .build import build_library
 from .emit import CEmitter
+from .threads import ADAPTIVE
 
 CDEF = "int gc_main(void **B, const int64_t *D);"
 
@@ -176,6 +177,7 @@ class CProgram:
                 p = address(o)
                 for slot in slots:
                     ptrs[slot] = p
+            ADAPTIVE.update()  # thread counts follow the cores other processes leave free
             rc = self._main(ptrs, sig.dims_c)
         if rc:
             kind, fmt = self.emitter.errors.get(rc, (RuntimeError, f"generated kernel failed with code {rc}"))
