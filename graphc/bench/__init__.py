@@ -69,7 +69,7 @@ from .harness import (
 )
 from .lenet import LeNetStep, NumpyLeNet, graphc_lenet_step, lenet_data, lenet_params
 from .machine import cpu_snapshot, machine_info, measure_ceilings, others_load
-from .mlp import ADAM, COMPILE, MLP_ADAM, CompileTime, MLPStep, NumpyMLP, graphc_mlp_step, mlp_params
+from .mlp import ADAM, COMPILE, MLP_ADAM, CompileTime, MLPStep, NumpyMLP, adam_update, graphc_mlp_step, mlp_params
 from .plot import plot
 from .registry import EXTRA_WORKLOADS, PENDING, WORKLOADS, get_workload, select
 from .report import BEGIN_MARK, END_MARK, fmt_seconds, markdown_table, summary_text, write_results
@@ -81,7 +81,6 @@ from .rnn import (
     NumpyRecurrent,
     RecurrentStep,
     ScanOverhead,
-    adam_update,
     recurrent_params,
 )
 from .runner import finish_row, run

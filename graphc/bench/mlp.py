@@ -45,6 +45,26 @@ def graphc_mlp_step(sizes, optimizer="adam", lr=1e-3):
     return f, params, time.perf_counter() - t0
 
 
+
+def adam_update(params, grads, m, v, t: int, lr: float) -> None:
+    """PyTorch's Adam (as `gc.optim.Adam`), in place, step `t` (from 1); consumes `grads`."""
+    b1, b2, eps = ADAM["beta1"], ADAM["beta2"], ADAM["eps"]
+    step_size = np.float32(lr / (1 - b1**t))
+    inv_bc2 = np.float32(1 / np.sqrt(1 - b2**t))
+    for p, g, mi, vi in zip(params, grads, m, v):
+        mi *= np.float32(b1)
+        mi += np.float32(1 - b1) * g
+        vi *= np.float32(b2)
+        g *= g
+        g *= np.float32(1 - b2)
+        vi += g
+        d = np.sqrt(vi)
+        d *= inv_bc2
+        d += np.float32(eps)
+        np.divide(mi, d, out=d)
+        d *= step_size
+        p -= d
+
 class NumpyMLP:
     """A hand-written NumPy training step (SGD or Adam): what a good NumPy user writes, with
     in-place updates and no needless copies. Adam is PyTorch's formula, as `gc.optim.Adam`."""
@@ -90,22 +110,7 @@ class NumpyMLP:
         loss, grads = self.grads(x, t)
         if self.optimizer == "adam":
             self.t += 1
-            b1, b2, eps = ADAM["beta1"], ADAM["beta2"], ADAM["eps"]
-            step_size = np.float32(self.lr / (1 - b1**self.t))
-            inv_bc2 = np.float32(1 / np.sqrt(1 - b2**self.t))
-            for p, g, m, v in zip(self.params, grads, self.m, self.v):
-                m *= np.float32(b1)
-                m += np.float32(1 - b1) * g
-                v *= np.float32(b2)
-                g *= g
-                g *= np.float32(1 - b2)
-                v += g
-                d = np.sqrt(v)
-                d *= inv_bc2
-                d += np.float32(eps)
-                np.divide(m, d, out=d)
-                d *= step_size
-                p -= d
+            adam_update(self.params, grads, self.m, self.v, self.t, self.lr)
         else:
             for p, g in zip(self.params, grads):
                 g *= self.lr

@@ -17,7 +17,7 @@ import numpy as np
 
 from .frameworks import torch_fn
 from .harness import Impl, Workload
-from .mlp import ADAM
+from .mlp import ADAM, adam_update
 
 LR = 1e-3
 
@@ -44,25 +44,6 @@ def _sigmoid(z):
     np.reciprocal(out, out=out)
     return out
 
-
-def adam_update(params, grads, m, v, t: int, lr: float = LR) -> None:
-    """PyTorch's Adam (as `gc.optim.Adam`), in place, step `t` (from 1); consumes `grads`."""
-    b1, b2, eps = ADAM["beta1"], ADAM["beta2"], ADAM["eps"]
-    step_size = np.float32(lr / (1 - b1**t))
-    inv_bc2 = np.float32(1 / np.sqrt(1 - b2**t))
-    for p, g, mi, vi in zip(params, grads, m, v):
-        mi *= np.float32(b1)
-        mi += np.float32(1 - b1) * g
-        vi *= np.float32(b2)
-        g *= g
-        g *= np.float32(1 - b2)
-        vi += g
-        d = np.sqrt(vi)
-        d *= inv_bc2
-        d += np.float32(eps)
-        np.divide(mi, d, out=d)
-        d *= step_size
-        p -= d
 
 
 class NumpyRecurrent:
@@ -135,7 +116,7 @@ class NumpyRecurrent:
     def step(self, x, y):
         loss, grads = self.grads(x, y)
         self.t += 1
-        adam_update(self.params, grads, self.m, self.v, self.t)
+        adam_update(self.params, grads, self.m, self.v, self.t, LR)
         return loss
 
 
