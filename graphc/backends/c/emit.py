@@ -6,7 +6,9 @@
 the workspace slices); `D` holds every integer fixed per input-shape signature: the call-time
 dimensions and the derived constants (slice starts, strides) that kernels need. Python fills
 both once per signature, so one compiled library serves every batch size. Each kernel is a
-static function; gc_main calls them in order and returns non-zero (kernel index and code) when a
+static function that numbers the buffers and integers it uses itself (its own `B`, `D`), so
+kernels with the same code share one function; gc_main runs a table of (function, argument
+slots) rows in order (see emit_main.py) and returns non-zero (kernel index and code) when a
 kernel refuses its input, such as an out-of-range take index, before writing anything.
 """
 
