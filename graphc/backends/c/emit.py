@@ -82,6 +82,10 @@ class CEmitter:
     """Builds the C source. Public results: `source`, `buffers` (slot -> root Var), `params`
     (D slot -> function of the bound shapes), `errors` (rc -> message)."""
 
+    #: the argument lists of the kernel being emitted (None: program-wide slots). A class
+    #: default too: the CUDA emitter inherits slot() and param() without this __init__.
+    _args: _KernelArgs | None = None
+
     def __init__(self, schedule: Schedule, plan: MemoryPlan, prefix: str = "", index_base: int = 0,
                  nested: bool = False):
         self.schedule = schedule
@@ -96,8 +100,7 @@ class CEmitter:
         #: kernel return code -> (exception class, message format over the error-info values)
         self.errors: dict[int, tuple[type, str]] = {}
         self.functions: list[str] = []
-        #: the argument lists of the kernel being emitted (None: program-wide slots)
-        self._args: _KernelArgs | None = None
+        self._args = None
         #: per kernel: the function that runs it (kernels with the same code share one)
         self.kernel_function: list[str] = []
         self.source = self._emit()
