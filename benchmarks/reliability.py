@@ -2,6 +2,7 @@
 deep MLPs, and workspace memory held after many distinct batch sizes.
 
     python benchmarks/reliability.py chain 1000     # n elementwise ops + gradient, cold cache
+    python benchmarks/reliability.py mixed 1000     # the same with a random activation per layer
     python benchmarks/reliability.py mlp 600        # n-layer MLP + SGD updates
     python benchmarks/reliability.py memory 200     # n batch sizes of a 256-wide MLP
 """
@@ -31,6 +32,15 @@ def main(kind: str, n: int) -> None:
         f = gc.function([x], [h.sum(), gc.grad(h.sum(), x)])
         f(np.ones((3, 4), "float32"))
         print(f"chain {n} ops + gradient: compile and first call {time.perf_counter() - t0:.1f} s")
+    elif kind == "mixed":  # tanh, sigmoid or softplus at random: few kernels repeat
+        rng = np.random.default_rng(0)
+        acts = [gc.tanh, gc.sigmoid, gc.softplus]
+        h = x
+        for _ in range(n // 3):
+            h = acts[rng.integers(3)](h * 0.9 + 0.1)
+        f = gc.function([x], [h.sum(), gc.grad(h.sum(), x)])
+        f(np.ones((3, 4), "float32"))
+        print(f"mixed {n} ops + gradient: compile and first call {time.perf_counter() - t0:.1f} s")
     elif kind == "mlp":
         ws = [gc.shared(np.eye(4, dtype="float32") * 0.5) for _ in range(n)]
         h = x

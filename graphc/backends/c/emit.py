@@ -6,12 +6,16 @@
 the workspace slices); `D` holds every integer fixed per input-shape signature: the call-time
 dimensions and the derived constants (slice starts, strides) that kernels need. Python fills
 both once per signature, so one compiled library serves every batch size. Each kernel is a
-static function; gc_main calls them in order and returns non-zero (kernel index and code) when a
+static function that numbers the buffers and integers it uses itself (its own `B`, `D`), so
+kernels with the same code share one function; gc_main runs a table of (function, argument
+slots) rows in order (see emit_main.py) and returns non-zero (kernel index and code) when a
 kernel refuses its input, such as an out-of-range take index, before writing anything.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable
 
 import numpy as np
@@ -21,6 +25,7 @@ from ...ops import Cast, Elemwise
 from ...passes.fuse import Kernel, Schedule, data_inputs
 from ...passes.memory import MemoryPlan
 from ..cexpr import C_TYPES, cast_c, scalar_c
+from . import emit_main
 
 PARALLEL_MIN = 1 << 15  # elements below which a loop stays on one thread (OpenMP start-up costs µs)
 
@@ -57,9 +62,29 @@ static double gc_now(void) {{
 # a cast, as one_hot written as t == column is), so such loops ran scalar.
 TEMP_TYPES = dict(C_TYPES, bool="int32_t")
 
+
+#: stands for the kernel's function name while its text is compared with the others'
+_NAME = "gc__KERNEL"
+
+
+class _KernelArgs:
+    """The program-wide B and D slots one kernel uses, in the order of its own numbering."""
+
+    __slots__ = ("b", "d", "kernel")
+
+    def __init__(self, kernel: int):
+        self.kernel = kernel
+        self.b: dict[int, int] = {0: 0}  # slot 0 (error details, GC_ERR) keeps its number
+        self.d: dict[int, int] = {}
+
+
 class CEmitter:
     """Builds the C source. Public results: `source`, `buffers` (slot -> root Var), `params`
     (D slot -> function of the bound shapes), `errors` (rc -> message)."""
+
+    #: the argument lists of the kernel being emitted (None: program-wide slots). A class
+    #: default too: the CUDA emitter inherits slot() and param() without this __init__.
+    _args: _KernelArgs | None = None
 
     def __init__(self, schedule: Schedule, plan: MemoryPlan, prefix: str = "", index_base: int = 0,
                  nested: bool = False):
@@ -75,25 +100,39 @@ class CEmitter:
         #: kernel return code -> (exception class, message format over the error-info values)
         self.errors: dict[int, tuple[type, str]] = {}
         self.functions: list[str] = []
+        self._args = None
+        #: per kernel: the function that runs it (kernels with the same code share one)
+        self.kernel_function: list[str] = []
         self.source = self._emit()
 
     # -- buffers and integers ----------------------------------------------------------------
     def slot(self, v: Var) -> int:
+        """v's buffer slot: the index into `B` that the kernel being emitted reads it from (its
+        own argument list when kernels are shared, see `_emit`), else the program-wide slot."""
         r = self.plan.root(v)
         if id(r) not in self._slot:
             self._slot[id(r)] = len(self.buffers)
             self.buffers.append(r)
-        return self._slot[id(r)]
+        return self._local_b(self._slot[id(r)])
+
+    def _local_b(self, slot: int) -> int:
+        args = self._args
+        return slot if args is None else args.b.setdefault(slot, len(args.b))
 
     def ptr(self, v: Var, const: bool = True) -> str:
         ct = C_TYPES[v.dtype]
         return f"(({'const ' if const else ''}{ct}*)B[{self.slot(v)}])"
 
     def param(self, key: tuple, fn: Callable[[dict], int]) -> str:
+        if self._args is not None:  # keys naming the kernel (its function name) stay per kernel
+            key = tuple(self._args.kernel if part == _NAME else part for part in key)
         if key not in self._param_key:
             self._param_key[key] = len(self.params)
             self.params.append(fn)
-        return f"D[{self._param_key[key]}]"
+        index = self._param_key[key]
+        if self._args is not None:
+            index = self._args.d.setdefault(index, len(self._args.d))
+        return f"D[{index}]"
 
     def dim(self, v: Var, axis: int) -> str:
         d = v.shape[axis]
@@ -128,34 +167,70 @@ class CEmitter:
 
     # -- program -------------------------------------------------------------------------------
     def _emit(self) -> str:
-        from . import emit_ops
-
         plan = self.plan
         pre = [self._copy(dst, src) for dst, src in plan.pre_copies]
-        calls = []
-        for i, k in enumerate(self.schedule.kernels):
-            name = f"{self.prefix}k{i}"
-            if k.kind == "elementwise":
-                code = self._elementwise(name, k)
-            elif k.kind == "reduce":
-                code = self._reduce(name, k)
-            elif k.kind == "matmul":
-                code = emit_ops.matmul(self, name, k)
-            else:
-                code = emit_ops.op_kernel(self, name, k, self.index_base + i)
-            self.functions.append(f"/* {k.label} */\n{code}")
-            if self.nested:
-                calls.append(f"  if ((rc = {name}(B, D)) != 0) return rc;")
-            else:
-                calls.append(f"  {{ GC_TIC; if ((rc = {name}(B, D)) != 0) return rc; GC_TOC({i}); }}")
-        post = [self._copy(dst, src) for dst, src in plan.post_copies]
         if self.nested:
+            calls = []
+            for i, k in enumerate(self.schedule.kernels):
+                name = f"{self.prefix}k{i}"
+                self.functions.append(f"/* {k.label} */\n{self._kernel(name, k, i)}")
+                self.kernel_function.append(name)
+                calls.append(f"  if ((rc = {name}(B, D)) != 0) return rc;")
+            post = [self._copy(dst, src) for dst, src in plan.post_copies]
             main = [f"static int {self.prefix}main(void **restrict B, const int64_t *restrict D) {{", "  int rc = 0;",
                     "  (void)B; (void)D;", *pre, *calls, *post, "  return rc;", "}"]
             return "\n\n".join(self.functions) + "\n\n" + "\n".join(main) + "\n"
-        profile = PROFILE.format(n=max(len(calls), 1))
-        main = ["int gc_main(void **B, const int64_t *D) {", "  int rc = 0;", *pre, *calls, *post, "  return rc;", "}"]
-        return HEADER + profile + "\n" + "\n\n".join(self.functions) + "\n\n" + "\n".join(main) + "\n"
+        steps = self._shared_kernels()
+        post = [self._copy(dst, src) for dst, src in plan.post_copies]
+        profile = PROFILE.format(n=max(len(steps), 1))
+        main = emit_main.step_table(steps, self.kernel_function, self.schedule.kernels, pre, post)
+        functions, wrappers = emit_main.math_calls("\n\n".join(self.functions))
+        return HEADER + profile + wrappers + "\n" + functions + "\n\n" + main
+
+    def _kernel(self, name: str, k: Kernel, i: int) -> str:
+        from . import emit_ops
+
+        if k.kind == "elementwise":
+            return self._elementwise(name, k)
+        if k.kind == "reduce":
+            return self._reduce(name, k)
+        if k.kind == "matmul":
+            return emit_ops.matmul(self, name, k)
+        return emit_ops.op_kernel(self, name, k, self.index_base + i)
+
+    def _shared_kernels(self) -> list[tuple[int, list[int] | None, list[int]]]:
+        """Emit each kernel with its own numbering of buffers and integers (B[0], B[1], ... in
+        the order it uses them), so that kernels doing the same thing to different buffers have
+        the same text; each distinct text becomes one function. Deep networks repeat a few
+        kernels hundreds of times, and gcc's time is per function: one copy is compiled, and
+        gc_main's step table passes each use its own buffers. Returns per kernel (function
+        index, its B slots or None when it takes the whole tables, its D slots)."""
+        seen: dict[str, int] = {}
+        names: list[str] = []
+        steps = []
+        for i, k in enumerate(self.schedule.kernels):
+            if k.kind == "op" and k.nodes[0].op.inner_graph:
+                # a loop emits its body with a pointer table of its own that it fills from the
+                # program's tables (and its integers as one block of D): it takes them whole
+                name = f"k{i}"
+                self.functions.append(f"/* {k.label} */\n{self._kernel(name, k, i)}")
+                names.append(name)
+                steps.append((len(names) - 1, None, []))
+                self.kernel_function.append(name)
+                continue
+            self._args = _KernelArgs(i)
+            try:
+                code = self._kernel(_NAME, k, i)
+            finally:
+                args, self._args = self._args, None
+            fn = seen.get(code)
+            if fn is None:
+                fn = seen[code] = len(names)
+                names.append(f"k{i}")
+                self.functions.append(f"/* {k.label} */\n{code.replace(_NAME, names[fn])}")
+            steps.append((fn, list(args.b), list(args.d)))
+            self.kernel_function.append(names[fn])
+        return steps
 
     def _copy(self, dst, src: Var) -> str:
         if isinstance(dst, int):  # a function output index
@@ -172,7 +247,7 @@ class CEmitter:
         if key not in self._slot:
             self._slot[key] = len(self.buffers)
             self.buffers.append(("output", index))
-        return self._slot[key]
+        return self._local_b(self._slot[key])
 
     # -- elementwise ---------------------------------------------------------------------------
     def _elementwise(self, name: str, k: Kernel) -> str:
@@ -192,6 +267,16 @@ class CEmitter:
         names, decls, seen = {}, [], set()
         for v in list(inputs) + list(outputs):
             if isinstance(v, Constant) and v.ndim == 0 and v not in outputs:
+                if v.dtype.startswith("float") and self._args is not None:
+                    # read from its buffer, not written as a literal: kernels that differ only in
+                    # a float constant (a chain of layers with their own scale) then share one
+                    # function. The value is the same IEEE number either way, and gcc folds no
+                    # float literal without -ffast-math, so the code computes what it did.
+                    slot, ct = self.slot(v), C_TYPES[v.dtype]
+                    names[id(v)] = f"c{slot}"
+                    if slot not in seen:
+                        seen.add(slot)
+                        decls.append(f"const {ct} c{slot} = ((const {ct} *)B[{slot}])[0];")
                 continue
             slot = self.slot(v)
             names[id(v)] = f"p{slot}"
@@ -209,7 +294,7 @@ class CEmitter:
         lines = []
         for j, v in enumerate(inputs):
             if isinstance(v, Constant) and v.ndim == 0:
-                self._value[id(v)] = _literal(v)
+                self._value[id(v)] = names.get(id(v)) or _literal(v)
             else:
                 self._value[id(v)] = f"l{j}"
                 lines.append(f"const {TEMP_TYPES[v.dtype]} l{j} = {names[id(v)]}[{offset(v)}];")
@@ -218,7 +303,7 @@ class CEmitter:
             args = [self._value[id(v)] for v in data_inputs(node)]
             if isinstance(node.op, Elemwise):
                 operand = node.inputs[1 if node.op.scalar == "where" else 0].dtype
-                expr = scalar_c(node.op.scalar, operand, args)
+                expr = _scalar_expr(node.op.scalar, operand, args)
             elif isinstance(node.op, Cast):
                 expr = cast_c(node.inputs[0].dtype, out.dtype, args[0])
             else:  # broadcast_to / broadcast_like: the load already broadcasts
@@ -328,6 +413,24 @@ def blas_size_error(op: str, shapes: str, sizes: dict[str, int]) -> ValueError |
             return ValueError(f"{op} of {shapes}: {what} size {int(n)} exceeds the 32-bit BLAS limit {BLAS_INT_MAX} "
                               "(2^31 - 1); split the product into smaller ones")
     return None
+
+
+@functools.cache
+def _scalar_template(printer, scalar: str, dtype: str, nargs: int) -> str:
+    return printer(scalar, dtype, [f"gc__arg{j}" for j in range(nargs)])
+
+
+def _scalar_expr(scalar: str, dtype: str, args: list[str]) -> str:
+    """scalar_c's text, with sympy's printing (about 1 ms) done once per op and dtype: a deep
+    network's emission called it per node, 16 s of a 2,000-layer MLP's compile.
+
+    >>> _scalar_expr("maximum", "float32", ["v1", "0.5f"]) == scalar_c("maximum", "float32", ["v1", "0.5f"])
+    True
+    """
+    text = _scalar_template(scalar_c, scalar, dtype, len(args))  # scalar_c: whatever it is now (tests wrap it)
+    # the same substitution as scalar_c's: identifiers as they are, anything else in parentheses
+    return re.sub(r"\bgc__arg(\d+)\b", lambda m: args[int(m.group(1))] if args[int(m.group(1))].isidentifier()
+                  else f"({args[int(m.group(1))]})", text)
 
 
 def _literal(c: Constant) -> str:
