@@ -361,3 +361,17 @@ def test_ring_quality_metric():
     collapsed = np.repeat(gan.CENTERS[:1], 2500, 0)
     assert gan.quality(collapsed) == (1, 1.0)
     assert gan.quality(np.zeros((2500, 2), "float32")) == (0, 0.0)
+
+
+@pytest.mark.parametrize("arch", ["mlp", "dcgan"])
+def test_mnist_gan_steps_train_both_networks_and_generate_images(arch):
+    gmn = load_example("gan_mnist")
+    G, D, steps = gmn.make_gan(16, arch=arch)
+    g0, d0 = G.params[0].get_value().copy(), D.params[0].get_value().copy()
+    hist = fit(None, np.asarray(gc.data.load_mnist5k().x_train[:64]), steps=steps, epochs=1, batch_size=16,
+               verbose=0)
+    assert np.isfinite(hist["d_loss"][0]) and np.isfinite(hist["g_loss"][0])
+    assert not np.allclose(G.params[0].get_value(), g0) and not np.allclose(D.params[0].get_value(), d0)
+    z = gc.placeholder("z", (None, gmn.Z))
+    img = gc.function([z], G(z))(np.random.default_rng(0).standard_normal((3, gmn.Z)).astype("float32"))
+    assert img.shape == (3, 784) and img.min() >= 0.0 and img.max() <= 1.0
