@@ -1,9 +1,12 @@
 """PyTorch twin of examples/vae_mnist.py (reference only; torch is not a graphc dependency).
 
-    .venv/bin/python benchmarks/vae_torch_twin.py [--epochs 20] [--latent 20]
+    .venv/bin/python benchmarks/vae_torch_twin.py [--epochs 20] [--latent 20] [--seed 0]
+                                              [--init torch|graphc|glorot]
 
-Same sizes (784-400-20), split (MNIST-5k 4000/1000), batch 128, Adam 1e-3, epochs and loss
-(per-image mean of the summed BCE plus KL), one thread like graphc's C backend.
+Same sizes (784-400-20), split (MNIST-5k 4000/1000), batch 128, Adam 1e-3, epochs, loss
+(per-image mean of the summed BCE plus KL) and shuffles (NumPy's ``default_rng(seed)``
+permutation per epoch, as graphc's `fit`), one thread. ``--init graphc`` starts from the graphc
+example's initial weights instead of PyTorch's own draw.
 """
 
 from __future__ import annotations

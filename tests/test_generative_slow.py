@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,26 @@ import graphc as gc
 from tests.test_generative import load_example
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module", autouse=True)
+def c_backend_one_blas_thread():
+    """Train as the examples do: on the C backend (tests/conftest.py makes the NumPy reference
+    backend the default, 10-20x slower here) with one BLAS thread (the examples set
+    OPENBLAS_NUM_THREADS=1 before NumPy loads, too late under pytest; a threaded OpenBLAS beside
+    graphc's OpenMP pool stalls on the shared 2-core VM, benchmarks/RESULTS.md)."""
+    import scipy_openblas32
+
+    lib = scipy_openblas32.dll
+    before, backend = lib.scipy_openblas_get_num_threads(), os.environ.get("GRAPHC_BACKEND")
+    lib.scipy_openblas_set_num_threads(1)
+    os.environ["GRAPHC_BACKEND"] = "c"
+    yield
+    lib.scipy_openblas_set_num_threads(before)
+    if backend is None:
+        os.environ.pop("GRAPHC_BACKEND", None)
+    else:
+        os.environ["GRAPHC_BACKEND"] = backend
 
 
 @pytest.fixture(scope="module")
