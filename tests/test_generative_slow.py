@@ -1,5 +1,5 @@
 """Generative models reach their quality targets on MNIST-5k (4000 train / 1000 test) and on the
-8-Gaussian ring. Slow (about 20 minutes on a loaded 2-core machine); figures in benchmarks/RESULTS.md."""
+8-Gaussian ring. Slow (about 10 minutes on the loaded 2-core VM); figures in benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
