@@ -1,13 +1,16 @@
 """A variational autoencoder on MNIST-5k (4000 train / 1000 test), pytorch/examples' sizes.
 
-    .venv/bin/python examples/vae_mnist.py [--epochs 20] [--latent 20] [--out vae]
+    .venv/bin/python examples/vae_mnist.py [--epochs 20] [--latent 20] [--seed 0] [--init pytorch|glorot]
+                                           [--out vae] [--no-plots]
 
 Encoder 784-400-(20 mu, 20 log-variance), decoder 20-400-784 (Bernoulli logits), Adam 1e-3,
 batch 128. The noise of the reparameterisation ``z = mu + exp(log_var / 2) * eps`` is drawn
 inside the compiled step (`gc.random.normal`), so one training step is one native call. The
 loss is the negative ELBO per image: Bernoulli NLL (binary cross-entropy from logits, summed
 over the pixels) plus ``KL(q(z|x) || N(0, I))``. With ``--latent 2`` it also draws the latent
-manifold. Writes <out>_samples.png, <out>_reconstructions.png (and <out>_manifold.png).
+manifold. The layers start from PyTorch's ``nn.Linear`` initialisation (`linear_init`), as the
+twin (benchmarks/vae_torch_twin.py) does: with Dense's Glorot default the test -ELBO was about
+1.2 nats/image worse. Writes <out>_samples.png, <out>_reconstructions.png (and <out>_manifold.png).
 """
 
 from __future__ import annotations
@@ -28,14 +31,42 @@ from graphc.nn import Dense, Input, Model
 from graphc.nn.losses import binary_crossentropy, kl_normal
 
 
-def make_vae(latent: int = 20, hidden: int = 400, seed: int = 0) -> tuple[Model, Model]:
-    """The encoder ``x -> [mu, log_var]`` and the decoder ``z -> logits``, usable on their own."""
+def linear_init(fan_in: int):
+    """PyTorch's ``nn.Linear`` default for kernels and biases alike: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+    (its kaiming_uniform with a = sqrt(5)), as a graphc initializer ``(shape, rng) -> array``.
+
+    >>> w = linear_init(784)((784, 400), 0)
+    >>> w.shape, bool(abs(w).max() <= 1 / 28)
+    ((784, 400), True)
+    """
+    bound = 1.0 / np.sqrt(fan_in)
+
+    def init(shape, rng=None):
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+        return rng.uniform(-bound, bound, tuple(shape)).astype("float32")
+
+    return init
+
+
+def make_vae(latent: int = 20, hidden: int = 400, seed: int = 0, init: str = "pytorch") -> tuple[Model, Model]:
+    """The encoder ``x -> [mu, log_var]`` and the decoder ``z -> logits``, usable on their own.
+
+    init: "pytorch" (`linear_init`, pytorch/examples' initialisation; 1.2 nats better than
+    Glorot here, benchmarks/RESULTS.md) or "glorot" (Dense's default, zero biases)."""
+    if init not in ("pytorch", "glorot"):
+        raise ValueError(f"make_vae: init must be 'pytorch' or 'glorot', got {init!r}")
+
+    def dense(units, fan_in, s, activation=None):
+        if init == "glorot":
+            return Dense(units, activation=activation, seed=s)
+        return Dense(units, activation=activation, seed=s, kernel_initializer=linear_init(fan_in),
+                     bias_initializer=linear_init(fan_in))
+
     x = Input((784,), name="vae_x")
-    h = Dense(hidden, activation="relu", seed=seed + 1)(x)
-    encoder = Model(x, [Dense(latent, seed=seed + 2)(h), Dense(latent, seed=seed + 3)(h)], name="encoder")
+    h = dense(hidden, 784, seed + 1, "relu")(x)
+    encoder = Model(x, [dense(latent, hidden, seed + 2)(h), dense(latent, hidden, seed + 3)(h)], name="encoder")
     z = Input((latent,), name="vae_z")
-    decoder = Model(z, Dense(784, seed=seed + 5)(Dense(hidden, activation="relu", seed=seed + 4)(z)),
-                    name="decoder")
+    decoder = Model(z, dense(784, hidden, seed + 5)(dense(hidden, latent, seed + 4, "relu")(z)), name="decoder")
     return encoder, decoder
 
 
@@ -88,12 +119,13 @@ def main(argv=None) -> dict:
     p.add_argument("--latent", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default="pytorch", choices=["pytorch", "glorot"])
     p.add_argument("--out", default="vae")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
 
     ds = gc.data.load_mnist5k()
-    encoder, decoder = make_vae(args.latent, seed=args.seed)
+    encoder, decoder = make_vae(args.latent, seed=args.seed, init=args.init)
     t0 = time.perf_counter()
     hist = gc.train.fit(None, ds.x_train, steps=[vae_step(encoder, decoder, seed=args.seed)], epochs=args.epochs,
                         batch_size=args.batch_size, seed=args.seed, verbose=2)
