@@ -350,3 +350,13 @@ def test_lstm_layer_training_step_matches_ref(target):
         np.testing.assert_allclose(host(s_cuda(xv, tv)), s_ref(xv, tv), rtol=1e-4)
     for a, b in zip(m_cuda.params, m_ref.params):
         np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=1e-4, atol=1e-5)
+
+
+def test_workspaces_of_many_batch_sizes_are_bounded(target):
+    """One workspace per input-shape signature, the 64 most recently used kept."""
+    x = gc.placeholder("x", (None, 3))
+    f = gc.function([x], gc.tanh(x) * 2.0, backend="cuda", to_host=True)
+    for b in range(1, 71):
+        xv = np.full((b, 3), 0.5, "float32")
+        np.testing.assert_allclose(host(f(xv)), np.tanh(xv) * 2, rtol=1e-6)
+    assert len(f._program.memory_bytes) == 64

@@ -246,6 +246,32 @@ def test_two_functions_updating_one_variable_do_not_tear(backend):
     np.testing.assert_array_equal(v.get_value(), np.full(5000, 600.0))
 
 
+@pytest.mark.parametrize("backend", ["ref", "c"])
+def test_set_value_and_get_value_never_see_half_an_update(backend):
+    """set_value and get_value take the variable's lock, as compiled calls do: a reader sees
+    every element from the same moment, and a reset is never mixed into a running update."""
+    v = gc.shared(np.zeros(200_000, "float64"))
+    f = gc.function([], [], updates=[(v, v + 1.0)], backend=backend)
+    torn = []
+
+    def reset():
+        for _ in range(100):
+            v.set_value(np.zeros(200_000))
+
+    def read():
+        for _ in range(100):
+            a = v.get_value()
+            if a.min() != a.max():
+                torn.append((a.min(), a.max()))
+
+    _hammer([lambda: f(), reset, read], 1)
+    fns = [lambda: [f() for _ in range(100)], reset, read]
+    _hammer(fns, 1)
+    assert not torn, torn[:3]
+    a = v.get_value()
+    assert a.min() == a.max()
+
+
 # -- 5. 32-bit BLAS sizes ---------------------------------------------------------------------
 
 

@@ -148,12 +148,14 @@ class SharedVar(Var):
         >>> gc.shared(np.ones(2, "float32")).get_value()
         array([1., 1.], dtype=float32)
         """
-        for obs in _storage_observers:
-            obs.pull(self)
-        return self._storage.copy()
+        with self.lock:  # never half of a concurrent call's update
+            for obs in _storage_observers:
+                obs.pull(self)
+            return self._storage.copy()
 
     def set_value(self, value) -> None:
-        """Replace the value (copied). The shape and dtype must match the variable's type."""
+        """Replace the value (copied). The shape and dtype must match the variable's type.
+        Takes the variable's lock, like every compiled call that uses it."""
         arr = np.asarray(value)
         if not matches(self.shape, arr.shape):
             raise ShapeError(f"set_value of {self.name!r}: expected shape {self.shape}, got {arr.shape}")
@@ -173,9 +175,10 @@ class SharedVar(Var):
                     raise DTypeError(f"set_value of {self.name!r}: {finite.max():.6g} overflows {self.dtype} "
                                      f"(largest finite value {float(big):.6g})")
             arr = arr.astype(self.dtype)
-        self._storage[...] = arr
-        for obs in _storage_observers:
-            obs.host_changed(self)
+        with self.lock:  # a concurrent call sees the old value or the new one, never a mix
+            self._storage[...] = arr
+            for obs in _storage_observers:
+                obs.host_changed(self)
 
     @property
     def storage(self) -> np.ndarray:

@@ -26,6 +26,7 @@ import os
 import sys
 import threading
 import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +41,7 @@ from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
 from .emit import Copy, CudaEmitter, Gemm, HostCall, HostLoop, Launch, Memset, shape_of
 
 LLMAX = (1 << 63) - 1
+MAX_SIGNATURES = 64  # as the C backend's
 
 
 def make_device():
@@ -159,7 +161,9 @@ class CudaProgram:
         shared += list(self.plan.in_place.values()) + self.update_targets
         self._shared = list({id(s): s for s in shared}.values())
         self._consts: dict[int, object] = {}
-        self._signatures: dict[tuple, _Signature] = {}
+        # one workspace per input-shape signature, the 64 most recently used kept (an LRU: a
+        # thousand batch sizes do not hold a thousand workspaces on the device)
+        self._signatures: OrderedDict[tuple, _Signature] = OrderedDict()
         self._lock = threading.Lock()
         self._last = None
         if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
@@ -196,6 +200,7 @@ class CudaProgram:
     def _signature(self, key: tuple) -> _Signature:
         sig = self._signatures.get(key)
         if sig is not None:
+            self._signatures.move_to_end(key)
             return sig
         dev, em, plan = self.device, self.emitter, self.plan
         shapes = self.graph.bind_shapes(key)
@@ -238,6 +243,8 @@ class CudaProgram:
         sig.run = [f for f in (self._bind(step, shapes, sig) for step in em.steps) if f is not None]
         sig.out_shapes = [(tuple(shapes.get(id(v), v.shape)), v.dtype) for v in self.graph.outputs[: self.n_outputs]]
         self._signatures[key] = sig
+        while len(self._signatures) > MAX_SIGNATURES:
+            self._signatures.popitem(last=False)
         return sig
 
     def _bind(self, step, shapes, sig):
