@@ -13,6 +13,7 @@ import time
 import pytest
 
 import graphc as gc
+from graphc.backends import cache as compile_cache
 from graphc.backends.c import build
 from graphc.backends.c.build import build_library, cache_clear, cache_info
 from graphc.cli import main
@@ -75,7 +76,7 @@ def test_build_and_call(cache):
     assert b.path == entry / "lib.so" and b.source_path == entry / "source.c"
     assert b.source_path.read_text() == add_source("build")
     meta = json.loads((entry / "meta.json").read_text())
-    assert meta["key"] == b.key and meta["lib_sha256"] == build._sha256_file(b.path)
+    assert meta["key"] == b.key and meta["lib_sha256"] == compile_cache.sha256_file(b.path)
     assert meta["graphc_version"] == gc.__version__ and "-O3" in meta["flags"]
     assert oct(cache.stat().st_mode & 0o777) == oct(0o700)
     assert not [p for p in cache.iterdir() if p.name.startswith(("tmp-", "trash-"))]
@@ -155,7 +156,7 @@ def test_broken_entry_is_detected_and_rebuilt(tmp_path, cache, damage):
     elif damage == "garbage lib.so with matching hash":  # passes the hash check, fails in dlopen
         lib.write_bytes(b"\x7fELF not really")
         meta = json.loads((entry / "meta.json").read_text())
-        meta["lib_sha256"] = build._sha256_file(lib)
+        meta["lib_sha256"] = compile_cache.sha256_file(lib)
         (entry / "meta.json").write_text(json.dumps(meta))
     elif damage == "invalid meta.json":
         (entry / "meta.json").write_text("{")
@@ -164,7 +165,7 @@ def test_broken_entry_is_detected_and_rebuilt(tmp_path, cache, damage):
     b = build_library(source, CDEF)
     assert b.lib.add(2, 3) == 5
     assert build.STATS["compiles"] == 1 and not b.cache_hit
-    assert json.loads((entry / "meta.json").read_text())["lib_sha256"] == build._sha256_file(lib)
+    assert json.loads((entry / "meta.json").read_text())["lib_sha256"] == compile_cache.sha256_file(lib)
     if damage == "truncate lib.so":
         assert run_child(tmp_path, source)["stats"]["compiles"] == 0  # the repaired entry is reused
 

@@ -19,16 +19,6 @@ PKG = ROOT / "graphc"
 
 # Private names still crossing a package, each with the work that removes it. Nothing else may.
 ALLOWED = {
-    # The compile cache lives in backends/c/build.py; NVRTC and the emulator reuse its helpers until
-    # it becomes one backends/cache.py module serving every compiler (issue 10, deliverable 1).
-    ("graphc.backends.cuda.nvrtc", "graphc.backends.c.build", "_check_cache_dir"),
-    ("graphc.backends.cuda.nvrtc", "graphc.backends.c.build", "_discard"),
-    ("graphc.backends.cuda.nvrtc", "graphc.backends.c.build", "_entry_dir"),
-    ("graphc.backends.cuda.nvrtc", "graphc.backends.c.build", "_key_lock"),
-    ("graphc.backends.cuda.nvrtc", "graphc.backends.c.build", "_save_failed"),
-    ("graphc.backends.cuda.nvrtc", "graphc.backends.c.build", "_sha256_file"),
-    ("graphc.backends.cuda.nvrtc", "graphc.backends.c.build", "_kernels_dir"),
-    ("graphc.backends.cuda.emulate", "graphc.backends.c.build", "_kernels_dir"),
     # CUDA's op emitters share C's index helpers until both render one template per op
     # (issue 10, deliverable 4: one C-family emitter).
     ("graphc.backends.cuda.emit_ops", "graphc.backends.c.emit_ops", "_batch_strides"),

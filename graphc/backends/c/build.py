@@ -27,22 +27,17 @@ dlopen failure) sends them to the locked path, which rebuilds it.
 from __future__ import annotations
 
 import errno
-import fcntl
 import functools
 import hashlib
-import importlib.resources
 import json
 import os
 import platform
 import shlex
 import shutil
-import stat
 import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +45,19 @@ from typing import Any
 import cffi
 
 from ...core.errors import CompileError
+from ..cache import (
+    cache_dir,
+    check_cache_dir,
+    discard,
+    entries,
+    entry_dir,
+    is_key,
+    kernels_dir,
+    key_lock,
+    save_failed,
+    sha256_file,
+    unlink,
+)
 
 CC = "gcc"  # the default; $CC, when set, wins (read at each build, as for detection in runtime)
 
@@ -115,8 +123,8 @@ def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = ())
     ffi = cffi.FFI()
     ffi.cdef(cdef)  # a bad cdef is the emitter's bug: let cffi's error surface before any work
     root = cache_dir()
-    _check_cache_dir(root, create=True)
-    entry = _entry_dir(root, key)
+    check_cache_dir(root, create=True)
+    entry = entry_dir(root, key)
 
     try:  # fast path, without the lock: a complete, valid entry
         built = _load(ffi, entry, key, cache_hit=True)
@@ -126,23 +134,6 @@ def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = ())
         STATS["hits"] += 1
     with _MEMO_LOCK:
         return _MEMO.setdefault(memo_key, built)
-
-
-def cache_dir(environ: Mapping[str, str] | None = None) -> Path:
-    """The cache directory: ``$GRAPHC_CACHE_DIR``, else ``$XDG_CACHE_HOME/graphc``, else ``~/.cache/graphc``.
-
-    >>> str(cache_dir({"GRAPHC_CACHE_DIR": "/tmp/gc", "XDG_CACHE_HOME": "/xdg"}))
-    '/tmp/gc'
-    >>> str(cache_dir({"XDG_CACHE_HOME": "/xdg"}))
-    '/xdg/graphc'
-    """
-    env = os.environ if environ is None else environ
-    if env.get("GRAPHC_CACHE_DIR"):
-        return Path(env["GRAPHC_CACHE_DIR"]).expanduser().absolute()
-    xdg = env.get("XDG_CACHE_HOME")
-    if xdg and os.path.isabs(xdg):  # the XDG spec says relative values are to be ignored
-        return Path(xdg) / "graphc"
-    return Path.home() / ".cache" / "graphc"
 
 
 def cache_key(source: str, extra_cflags: tuple[str, ...] = ()) -> str:
@@ -212,10 +203,10 @@ def cache_info() -> dict:
     if not info["exists"]:
         return info
     try:
-        _check_cache_dir(root, create=False)
+        check_cache_dir(root, create=False)
     except PermissionError as e:
         info["problem"] = str(e)
-    info["entries"] = sum(1 for _ in _entries(root))
+    info["entries"] = sum(1 for _ in entries(root))
     info["failed"] = sum(1 for p in (root / "failed").glob("*.c"))
     for dirpath, _dirnames, filenames in os.walk(root):
         for name in filenames:
@@ -237,22 +228,22 @@ def cache_clear() -> int:
         _MEMO.clear()
     if not root.is_dir():
         return 0
-    _check_cache_dir(root, create=False)
-    entries = {p.name for p in _entries(root)}
+    check_cache_dir(root, create=False)
+    keys = {p.name for p in entries(root)}
     builds = {p.name.split("-")[1] for p in root.glob("tmp-*")}
     locks = {p.stem for p in root.glob("[0-9a-f][0-9a-f]/*.lock")}
     removed = 0
-    for key in sorted(k for k in entries | builds | locks if _is_key(k)):
-        with _key_lock(root, key, blocking=False) as held:
+    for key in sorted(k for k in keys | builds | locks if is_key(k)):
+        with key_lock(root, key, blocking=False) as held:
             if not held:  # another process is building or repairing this key right now
                 continue
-            if key in entries and _entry_dir(root, key).is_dir():
-                _discard(root, _entry_dir(root, key))
+            if key in keys and entry_dir(root, key).is_dir():
+                discard(root, entry_dir(root, key))
                 removed += 1
             for tmp in root.glob(f"tmp-{key}-*"):  # left by a killed build
                 shutil.rmtree(tmp, ignore_errors=True)
             # unlinked while held: a process waiting on this file sees that and locks a new one
-            _unlink(root / key[:2] / f"{key}.lock")
+            unlink(root / key[:2] / f"{key}.lock")
     for child in root.iterdir():
         if child.name.startswith("trash-"):
             shutil.rmtree(child, ignore_errors=True)
@@ -263,7 +254,7 @@ def cache_clear() -> int:
                 pass
     for path in (root / "failed").glob("*"):
         if path.suffix in (".c", ".log"):  # not .tmp-*: a failure being saved right now
-            _unlink(path)
+            unlink(path)
     return removed
 
 
@@ -274,12 +265,12 @@ def cache_clear() -> int:
 def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
                   extra_cflags: tuple[str, ...]) -> BuiltLibrary:
     """Under the key's lock: use an entry another process installed meanwhile, or build one."""
-    with _key_lock(root, key):
+    with key_lock(root, key):
         if entry.exists():
             try:
                 built = _load(ffi, entry, key, cache_hit=True)
             except _BrokenEntry:
-                _discard(root, entry)
+                discard(root, entry)
             else:
                 STATS["hits"] += 1
                 return built
@@ -296,7 +287,7 @@ def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
                 try:
                     built = _load(ffi, entry, key, cache_hit=True)
                 except _BrokenEntry:
-                    _discard(root, entry)
+                    discard(root, entry)
                     os.rename(tmp, entry)
                 else:
                     STATS["hits"] += 1
@@ -308,8 +299,8 @@ def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
         except _BrokenEntry as e:
             # Just built and still unloadable (say, an undefined symbol): a rebuild would not fix
             # it, so treat it like a compile failure and leave no entry behind.
-            _discard(root, entry)
-            failed = _save_failed(root, key, source, str(e))
+            discard(root, entry)
+            failed = save_failed(root, key, source, str(e))
             raise CompileError(f"the library built from generated C code does not load: {e}\n"
                                f"  source saved at {failed}", source_path=failed, log=str(e)) from None
 
@@ -328,23 +319,23 @@ def _compile(root: Path, tmp: Path, key: str, source: str, extra_cflags: tuple[s
                               timeout=limit)
     except subprocess.TimeoutExpired as e:
         log = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
-        failed = _save_failed(root, key, source, log)
+        failed = save_failed(root, key, source, log)
         raise CompileError(f"{CC} did not finish compiling generated C code within {limit:g} s "
                            f"({source.count(chr(10))} lines); set GRAPHC_COMPILE_TIMEOUT to allow longer\n"
                            f"  source saved at {failed}", source_path=failed, log=log) from None
     if proc.returncode != 0:
-        failed = _save_failed(root, key, source, proc.stderr)
+        failed = save_failed(root, key, source, proc.stderr)
         shown = [failed if a == "source.c" else a for a in cmd]
         raise CompileError(f"{cmd[0]} failed to compile generated C code (exit status {proc.returncode}):\n"
                            f"{_first_error_lines(proc.stderr)}\n"
                            f"  source saved at {failed}\n  command: {shlex.join(shown)}",
                            source_path=failed, log=proc.stderr)
     if not (tmp / "lib.so").is_file():  # a broken or fake compiler that "succeeds" without output
-        failed = _save_failed(root, key, source, proc.stderr)
+        failed = save_failed(root, key, source, proc.stderr)
         raise CompileError(f"{cmd[0]} exited with status 0 but wrote no library (lib.so)\n"
                            f"  source saved at {failed}\n  command: {shlex.join(cmd)}",
                            source_path=failed, log=proc.stderr)
-    meta = {"key": key, "lib_sha256": _sha256_file(tmp / "lib.so"), "source_sha256": _sha256_file(tmp / "source.c"),
+    meta = {"key": key, "lib_sha256": sha256_file(tmp / "lib.so"), "source_sha256": sha256_file(tmp / "source.c"),
             "compiler": _compiler_id(compiler()), "flags": cmd[1:], "graphc_version": __version__,
             "kernels": _kernels_digest(), "cpu": _cpu_id(), "created": time.time()}
     # written last: an entry whose meta.json is there was complete when it was renamed into place
@@ -358,9 +349,9 @@ def _load(ffi: cffi.FFI, entry: Path, key: str, *, cache_hit: bool) -> BuiltLibr
         meta = json.loads((entry / "meta.json").read_text())
         if not isinstance(meta, dict) or meta.get("key") != key:
             raise _BrokenEntry("meta.json does not describe this key")
-        if _sha256_file(lib_path) != meta.get("lib_sha256"):
+        if sha256_file(lib_path) != meta.get("lib_sha256"):
             raise _BrokenEntry("lib.so does not match its recorded sha256 (truncated or modified)")
-        if _sha256_file(source_path) != meta.get("source_sha256"):
+        if sha256_file(source_path) != meta.get("source_sha256"):
             raise _BrokenEntry("source.c does not match its recorded sha256")
     except (OSError, ValueError) as e:  # missing or unreadable file, invalid JSON
         raise _BrokenEntry(f"{type(e).__name__}: {e}") from None
@@ -369,18 +360,6 @@ def _load(ffi: cffi.FFI, entry: Path, key: str, *, cache_hit: bool) -> BuiltLibr
     except OSError as e:
         raise _BrokenEntry(f"dlopen failed: {e}") from None
     return BuiltLibrary(lib=lib, ffi=ffi, path=lib_path, source_path=source_path, key=key, cache_hit=cache_hit)
-
-
-def _save_failed(root: Path, key: str, source: str, log: str) -> str:
-    """Keep a source that did not compile (and gcc's output) under <cache>/failed/; return its path."""
-    failed_dir = root / "failed"
-    failed_dir.mkdir(mode=0o700, exist_ok=True)
-    for suffix, text in ((".log", log), (".c", source)):
-        fd, tmp_name = tempfile.mkstemp(dir=failed_dir, prefix=".tmp-")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp_name, failed_dir / f"{key}{suffix}")  # atomic: a racing failure writes the same text
-    return str(failed_dir / f"{key}.c")
 
 
 def _first_error_lines(log: str, n: int = _ERROR_CONTEXT_LINES) -> str:
@@ -396,124 +375,6 @@ def _first_error_lines(log: str, n: int = _ERROR_CONTEXT_LINES) -> str:
     if len(lines) > start + n:
         shown.append(f"... ({len(lines) - start - n} more lines)")
     return "\n".join("    " + line for line in shown) if shown else "    (the compiler printed nothing)"
-
-
-# ---------------------------------------------------------------------------------------------
-# the cache directory
-
-
-def _check_cache_dir(root: Path, *, create: bool) -> None:
-    """Create `root` (mode 0700) if asked, then refuse it unless it is ours and private.
-
-    Loading a library runs its code in this process, so a cache that someone else can write to
-    is a way to run their code as us.
-    """
-    if create:
-        try:
-            os.makedirs(root, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise CompileError(f"cannot create the graphc compile cache {root}: {e}; "
-                               "set GRAPHC_CACHE_DIR to a writable directory") from None
-    st = os.stat(root)
-    if not stat.S_ISDIR(st.st_mode):
-        raise CompileError(f"the graphc compile cache {root} is not a directory; "
-                           "remove it or set GRAPHC_CACHE_DIR to a directory")
-    if st.st_uid != os.getuid():
-        raise PermissionError(f"refusing to use the graphc compile cache {root}: it is owned by uid {st.st_uid}, "
-                              f"not by you (uid {os.getuid()}). Set GRAPHC_CACHE_DIR to a directory of your own.")
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise PermissionError(f"refusing to use the graphc compile cache {root}: it is writable by "
-                              f"{'others' if st.st_mode & stat.S_IWOTH else 'its group'} "
-                              f"(mode {stat.S_IMODE(st.st_mode):o}), so anyone could plant code that graphc "
-                              f"would load. Fix: chmod 700 {shlex.quote(str(root))}, "
-                              f"or set GRAPHC_CACHE_DIR to a private directory.")
-
-
-def _entry_dir(root: Path, key: str) -> Path:
-    return root / key[:2] / key
-
-
-def _entries(root: Path) -> Iterator[Path]:
-    """The entry directories under `root` (complete ones: tmp-* builds are not entries)."""
-    for shard in root.glob("[0-9a-f][0-9a-f]"):
-        try:
-            children = list(shard.iterdir())
-        except FileNotFoundError:  # removed by a concurrent cache_clear
-            continue
-        for entry in children:
-            if _is_key(entry.name) and entry.name.startswith(shard.name) and entry.is_dir():
-                yield entry
-
-
-def _discard(root: Path, entry: Path) -> None:
-    """Remove an entry: first rename it out of the way (atomic, so readers see it or nothing)."""
-    trash = Path(tempfile.mkdtemp(prefix="trash-", dir=root))
-    try:
-        os.rename(entry, trash / "entry")
-    except FileNotFoundError:  # already gone
-        pass
-    shutil.rmtree(trash, ignore_errors=True)
-
-
-@contextmanager
-def _key_lock(root: Path, key: str, *, blocking: bool = True) -> Iterator[bool]:
-    """Hold the exclusive flock of `key`'s lock file (created, with its shard, as needed).
-
-    Yields False at once if `blocking` is off and another process holds it. The kernel releases
-    an flock when its holder dies, so a killed build never leaves the key locked.
-    """
-    fd = _acquire(root / key[:2], root / key[:2] / f"{key}.lock", blocking)
-    try:
-        yield fd is not None
-    finally:
-        if fd is not None:
-            os.close(fd)  # closing releases the lock
-
-
-def _acquire(shard: Path, path: Path, blocking: bool) -> int | None:
-    """The fd of `path`, flock'ed; None if not `blocking` and it is taken."""
-    while True:
-        shard.mkdir(mode=0o700, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:  # a cache_clear removed the empty shard between mkdir and open
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            os.close(fd)
-            return None
-        try:
-            current = os.stat(path)
-        except FileNotFoundError:
-            current = None
-        mine = os.fstat(fd)
-        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
-            return fd
-        os.close(fd)  # cache_clear unlinked the file while we waited on it: lock the one there now
-
-
-def _is_key(name: str) -> bool:
-    """
-    >>> _is_key("ab" * 32), _is_key("tmp")
-    (True, False)
-    """
-    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -540,21 +401,16 @@ def _base_flags() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
     lib_dir = scipy_openblas32.get_lib_dir()
     cflags = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=c11", "-fno-math-errno",
-              f"-I{_kernels_dir()}", f"-I{scipy_openblas32.get_include_dir()}")
+              f"-I{kernels_dir()}", f"-I{scipy_openblas32.get_include_dir()}")
     ldflags = (f"-L{lib_dir}", f"-l{scipy_openblas32.get_library()}", f"-Wl,-rpath,{lib_dir}", "-lm")
     return cflags, ldflags
-
-
-@functools.cache
-def _kernels_dir() -> Path:
-    return Path(str(importlib.resources.files("graphc.kernels")))
 
 
 @functools.cache
 def _kernels_digest() -> str:
     """Hash of the hand-written C the generated code may #include: editing a kernel must rebuild."""
     h = hashlib.sha256()
-    root = _kernels_dir()
+    root = kernels_dir()
     for path in sorted(p for p in root.rglob("*") if p.suffix in (".h", ".c") and p.is_file()):
         h.update(str(path.relative_to(root)).encode() + b"\0")
         h.update(path.read_bytes() + b"\0")

@@ -192,8 +192,8 @@ _BUILD_LOCK = threading.Lock()
 
 
 @functools.cache
-def _kernels_dir() -> str:
-    from ..c.build import _kernels_dir as kd
+def kernels_dir() -> str:
+    from ..cache import kernels_dir as kd
 
     return str(kd())
 
@@ -202,7 +202,7 @@ def _compile(source: str, mode: int = ctypes.DEFAULT_MODE) -> ctypes.CDLL:
     tmp = Path(tempfile.mkdtemp(prefix="graphc-emu-"))
     src, so = tmp / "emu.cpp", tmp / "emu.so"
     src.write_text(source)
-    cmd = [CXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-pthread", "-w", f"-I{_kernels_dir()}", str(src),
+    cmd = [CXX, "-std=c++17", "-O1", "-fPIC", "-shared", "-pthread", "-w", f"-I{kernels_dir()}", str(src),
            "-o", str(so)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

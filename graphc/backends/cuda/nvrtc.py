@@ -43,9 +43,9 @@ STATS = {"compiles": 0, "hits": 0}
 
 @functools.cache
 def header_text() -> str:
-    from ..c.build import _kernels_dir
+    from ..cache import kernels_dir
 
-    return (_kernels_dir() / HEADER_NAME).read_text()
+    return (kernels_dir() / HEADER_NAME).read_text()
 
 
 @dataclass(frozen=True)
@@ -267,7 +267,7 @@ def _compile_cupy(source: str, opts, name: str, cubin: bool) -> bytes:
 
 
 def _compile_nvcc(nvcc: str, source: str, arch: str, options, name: str) -> bytes:
-    from ..c.build import _kernels_dir
+    from ..cache import kernels_dir
 
     with tempfile.TemporaryDirectory(prefix="graphc-nvcc-") as tmp:
         src = Path(tmp) / name
@@ -276,7 +276,7 @@ def _compile_nvcc(nvcc: str, source: str, arch: str, options, name: str) -> byte
         kind = "--cubin" if arch.startswith("sm_") else "--ptx"
         real = arch.replace("compute_", "sm_") if kind == "--cubin" else arch
         cmd = [nvcc, kind, "-std=c++17", f"-arch={arch}" if kind == "--ptx" else f"-arch={real}",
-               f"-I{_kernels_dir()}", *options, str(src), "-o", str(out)]
+               f"-I{kernels_dir()}", *options, str(src), "-o", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
         if proc.returncode != 0:
             raise _NvrtcFailed(proc.stderr + proc.stdout)
@@ -325,37 +325,37 @@ def cache_key(source: str, arch: str, compiler: Compiler, options: tuple[str, ..
 
 def build_module(source: str, arch: str, *, options: tuple[str, ...] = ()) -> tuple[Path, bool]:
     """Compile `source` for `arch` through the cache; return (path of the binary, cache hit)."""
-    from ..c.build import _check_cache_dir, _discard, _entry_dir, _key_lock, _save_failed, _sha256_file, cache_dir
+    from ..cache import cache_dir, check_cache_dir, discard, entry_dir, key_lock, save_failed, sha256_file
 
     compiler = find_compiler()
     if compiler is None:
         raise CompileError(unavailable_reason())
     key = cache_key(source, arch, compiler, options)
     root = cache_dir()
-    _check_cache_dir(root, create=True)
-    entry = _entry_dir(root, key)
+    check_cache_dir(root, create=True)
+    entry = entry_dir(root, key)
     binary = "module.cubin" if arch.startswith("sm_") else "module.ptx"
 
     def valid() -> bool:
         try:
             meta = json.loads((entry / "meta.json").read_text())
-            return meta.get("key") == key and _sha256_file(entry / binary) == meta.get("binary_sha256")
+            return meta.get("key") == key and sha256_file(entry / binary) == meta.get("binary_sha256")
         except (OSError, ValueError):
             return False
 
     if valid():
         STATS["hits"] += 1
         return entry / binary, True
-    with _key_lock(root, key):
+    with key_lock(root, key):
         if valid():
             STATS["hits"] += 1
             return entry / binary, True
         if entry.exists():
-            _discard(root, entry)
+            discard(root, entry)
         try:
             data = compile_cuda(source, arch, options=options, compiler=compiler)
         except _NvrtcFailed as e:
-            failed = _save_failed(root, key, source, e.log)
+            failed = save_failed(root, key, source, e.log)
             raise CompileError(f"{compiler} failed to compile generated CUDA code:\n{first_error_lines(e.log)}\n"
                                f"  source saved at {failed}\n  options: {shlex.join(BASE_OPTIONS + options)} "
                                f"--gpu-architecture={arch}", source_path=failed, log=e.log) from None
@@ -363,7 +363,7 @@ def build_module(source: str, arch: str, *, options: tuple[str, ...] = ()) -> tu
         try:
             (tmp / binary).write_bytes(data)
             (tmp / "source.cu").write_text(source)
-            meta = {"key": key, "binary_sha256": _sha256_file(tmp / binary), "compiler": str(compiler),
+            meta = {"key": key, "binary_sha256": sha256_file(tmp / binary), "compiler": str(compiler),
                     "arch": arch, "options": list(BASE_OPTIONS + options), "created": time.time()}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
             os.rename(tmp, entry)
