@@ -360,3 +360,21 @@ def test_workspaces_of_many_batch_sizes_are_bounded(target):
         xv = np.full((b, 3), 0.5, "float32")
         np.testing.assert_allclose(host(f(xv)), np.tanh(xv) * 2, rtol=1e-6)
     assert len(f._program.memory_bytes) == 64
+
+
+def test_debug_mode_names_the_step_and_the_kernel_inside_a_loop(target, monkeypatch):
+    import graphc.backends.c.emit as emit
+
+    right = emit.scalar_c
+
+    def wrong_tanh(name, dtype, args):
+        return f"(({args[0]}) * 0.5f)" if name == "tanh" else right(name, dtype, args)
+
+    monkeypatch.setattr(emit, "scalar_c", wrong_tanh)
+    x = gc.placeholder("x", (None, 3))
+    hs = gc.scan(lambda xt, h: gc.tanh(xt + h * 0.5), sequences=x, outputs_info=gc.constant(np.zeros(3, "f4")))
+    f = gc.function([x], hs * 2.0, backend="cuda", debug=True, to_host=True)
+    xv = np.zeros((4, 3), "float32")
+    xv[1:] = 0.3
+    with pytest.raises(AssertionError, match=r"op\[scan\].*first differs at step 1.*elementwise\[.*tanh"):
+        f(xv)

@@ -234,7 +234,8 @@ class CProgram:
         expected = ref.evaluate(args)
         outs = self._call(args)
         sig = self._signatures[tuple(a.shape for a in args)]
-        check_kernels(self.schedule, expected, lambda v: self._value_after_call(v, sig, outs), "C", self.source_path)
+        check_kernels(self.schedule, expected, lambda v: self._value_after_call(v, sig, outs), "C", self.source_path,
+                      compile_step=lambda graph, n: CProgram(graph, n, [], debug=True))
         return outs
 
     def _value_after_call(self, v, sig, outs):

@@ -453,7 +453,8 @@ class CudaProgram:
         outs = self._call(args)
         sig = self._last[0]
         check_kernels(self.schedule, expected, lambda v: self._value_after_call(v, sig, outs), "CUDA",
-                      self.source_path)
+                      self.source_path,
+                      compile_step=lambda graph, n: CudaProgram(graph, n, [], debug=True, device=self.device))
         return self._finish(outs)
 
     def _value_after_call(self, v, sig, outs):
