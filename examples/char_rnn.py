@@ -33,9 +33,10 @@ def build_sampler(emb: nn.Embedding, lstm: nn.LSTM, dense: nn.Dense, length: int
     vocab = dense.units
 
     def step(prev, h, c):
-        xw = lstm.input_projection(emb(prev))  # (1, 4 * units)
+        e = emb(gc.reshape(gc.cast(prev, "int32"), (1, 1)))  # the layer takes (batch, time) ids
+        xw = lstm.input_projection(gc.reshape(e, (1, -1)))  # (1, 4 * units)
         h, (h, c) = lstm.cell(xw, [h, c], [h, c])
-        logits = dense(h) / temperature
+        logits = gc.reshape(dense(gc.reshape(h, (1, 1, -1))), (1, -1)) / temperature  # Dense was built on sequences
         gumbel = -gc.log(-gc.log(gc.random.uniform((1, vocab), seed=11, low=1e-7, high=1.0)))
         return gc.argmax(logits + gumbel, axis=1), h, c
 
