@@ -86,6 +86,10 @@ def worker(global_batch: int, seconds: float) -> dict:
         step(xs[i % 3], ts[i % 3])
     per = block(lambda i: step(xs[i % 3], ts[i % 3]), 5)
     calls = max(5, int(0.25 / max(per, 1e-4)))
+    if size > 1:  # every rank must run the same number of steps (each step is a collective)
+        from graphc.ops.collective import world
+
+        calls = world().comm.bcast(calls, root=0)
     steps = []
     end = time.perf_counter() + seconds
     while True:

@@ -12,6 +12,7 @@ NVRTC call per op instead of one per case keeps the whole file at a few seconds.
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import types
@@ -271,3 +272,38 @@ def test_cuda_backend_without_a_gpu_says_so(monkeypatch):
     x = gc.placeholder("x", (None, 2))
     with pytest.raises(RuntimeError, match=r"found: CuPy 14\.2\.0, but no usable GPU .*no CUDA-capable device"):
         gc.function([x], x * 2.0, backend="cuda")
+
+
+@needs_compiler
+def test_scan_step_graphs_compile_to_cuda():
+    """A scan runs as a host loop over its step graph's own program: every step graph of an LSTM
+    training step (the forward scan, BPTT's reversed scan) and of a nested scan compiles."""
+    from graphc.backends.cuda.emit import HostLoop
+    from graphc.core import Graph
+    from graphc.nn import LSTM
+    from graphc.passes import optimize
+
+    x = gc.placeholder("x", (None, 5, 3))
+    lstm = LSTM(4, seed=1)
+    loss = gc.mean(gc.square(lstm(x)))
+    xs = gc.placeholder("xs", (None, 2, 3))
+    nested = gc.scan(lambda xt, h: h + gc.scan(lambda r, acc: acc + gc.tanh(r), sequences=xt,
+                                               outputs_info=gc.constant(np.zeros(3, "f4")))[-1],
+                     sequences=xs, outputs_info=gc.constant(np.zeros(3, "f4")))
+    ids = itertools.count()
+    sources, pending = [], [emit_program([x], [loss, *gc.grad(loss, lstm.params)], prefix="lstm"),
+                            emit_program([xs], [nested, gc.grad(gc.sum(nested), xs)], prefix="nest")]
+    while pending:
+        em = pending.pop()
+        sources.append((em.prefix, em.source))
+        for step in em.steps:
+            if isinstance(step, HostLoop):
+                body = step.node.op.body
+                g = optimize(Graph(list(body.inputs), list(body.outputs)))
+                sched = schedule(g)
+                sub = emit_cuda(sched, plan_memory(sched, len(g.outputs), []), f"{em.prefix}_s{next(ids)}")
+                for i in range(len(g.outputs)):
+                    sub.output_slot(i)
+                pending.append(sub)
+    assert len(sources) >= 5  # 2 programs, LSTM forward and backward steps, nested steps
+    compile_all(sources)
