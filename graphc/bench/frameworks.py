@@ -56,6 +56,39 @@ def torch_fn(fn, compiled: bool):
     return torch.compile(fn) if compiled else fn
 
 
+def jax_training_step(loss_fn, params, lr: float, adam: dict | None):
+    """A jitted training step of ``loss_fn(params, *inputs)`` with SGD, or with PyTorch's Adam
+    when `adam` gives its ``beta1``, ``beta2``, ``eps``; returns (``fn(*inputs) -> loss``,
+    ``state() -> the parameters as NumPy arrays``). The parameters and moments are donated."""
+    import jax
+    import jax.numpy as jnp
+
+    def step(params, m, v, k, *inputs):
+        loss, g = jax.value_and_grad(loss_fn)(params, *inputs)
+        if adam is None:
+            return loss, [p - lr * gi for p, gi in zip(params, g)], m, v, k
+        b1, b2, eps = adam["beta1"], adam["beta2"], adam["eps"]
+        k = k + 1
+        m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
+        v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
+        step_size = lr / (1 - b1**k)
+        inv_bc2 = 1 / jnp.sqrt(1 - b2**k)
+        params = [p - step_size * mi / (jnp.sqrt(vi) * inv_bc2 + eps) for p, mi, vi in zip(params, m, v)]
+        return loss, params, m, v, k
+
+    jstep = jax.jit(step, donate_argnums=(0, 1, 2))
+    params = [jnp.asarray(p) for p in params]
+    st = [params, [jnp.zeros_like(p) for p in params], [jnp.zeros_like(p) for p in params], jnp.float32(0)]
+
+    def fn(*inputs):
+        loss, p, m, v, k = jstep(*st, *inputs)
+        st[:] = [p, m, v, k]
+        jax.block_until_ready((loss, st[0]))
+        return loss
+
+    return fn, lambda: [np.asarray(p) for p in st[0]]
+
+
 def jax_fn(fn, **jit_kw):
     import jax
 

@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .frameworks import torch_fn
+from .frameworks import jax_training_step, torch_fn
 from .harness import Impl, Workload
 
 ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
@@ -203,7 +203,6 @@ class MLPStep(Workload):
 
         ws, bs = mlp_params(np.random.default_rng(3), self._sizes(size))
         lr, adam = self.lr, self.optimizer == "adam"
-        b1, b2, eps = ADAM["beta1"], ADAM["beta2"], ADAM["eps"]
 
         def loss_fn(params, x, t):
             h = x
@@ -214,29 +213,7 @@ class MLPStep(Workload):
                     h = jax.nn.relu(h)
             return jnp.mean(jax.nn.logsumexp(h, axis=1) - jnp.take_along_axis(h, t[:, None], axis=1)[:, 0])
 
-        def step(params, m, v, k, x, t):
-            loss, g = jax.value_and_grad(loss_fn)(params, x, t)
-            if not adam:
-                return loss, [p - lr * gi for p, gi in zip(params, g)], m, v, k
-            k = k + 1
-            m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
-            v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
-            step_size = lr / (1 - b1**k)
-            inv_bc2 = 1 / jnp.sqrt(1 - b2**k)
-            params = [p - step_size * mi / (jnp.sqrt(vi) * inv_bc2 + eps) for p, mi, vi in zip(params, m, v)]
-            return loss, params, m, v, k
-
-        jstep = jax.jit(step, donate_argnums=(0, 1, 2))
-        params = [jnp.asarray(p) for p in ws + bs]
-        st = [params, [jnp.zeros_like(p) for p in params], [jnp.zeros_like(p) for p in params], jnp.float32(0)]
-
-        def fn(x, t):
-            loss, p, m, v, k = jstep(*st, x, t)
-            st[:] = [p, m, v, k]
-            jax.block_until_ready((loss, st[0]))
-            return loss
-
-        return Impl(fn, lambda: [np.asarray(p) for p in st[0]])
+        return Impl(*jax_training_step(loss_fn, ws + bs, lr, ADAM if adam else None))
 
     def _pytensor(self, size):
         if self.optimizer != "adam":

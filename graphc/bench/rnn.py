@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frameworks import torch_fn
+from .frameworks import jax_training_step, torch_fn
 from .harness import Impl, Workload
 from .mlp import ADAM, adam_update
 
@@ -233,7 +233,6 @@ class RecurrentStep(Workload):
 
         T, B, D, H = self._dims(size)
         lstm = self.cell == "lstm"
-        b1, b2, eps = ADAM["beta1"], ADAM["beta2"], ADAM["eps"]
 
         def loss_fn(params, x, y):
             K, R, b = params
@@ -253,27 +252,7 @@ class RecurrentStep(Workload):
             (h, _), _ = jax.lax.scan(body, (zero, zero), xw)
             return jnp.mean((h - y) ** 2)
 
-        def step(params, m, v, k, x, y):
-            loss, g = jax.value_and_grad(loss_fn)(params, x, y)
-            k = k + 1
-            m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
-            v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
-            step_size = LR / (1 - b1**k)
-            inv_bc2 = 1 / jnp.sqrt(1 - b2**k)
-            params = [p - step_size * mi / (jnp.sqrt(vi) * inv_bc2 + eps) for p, mi, vi in zip(params, m, v)]
-            return loss, params, m, v, k
-
-        jstep = jax.jit(step, donate_argnums=(0, 1, 2))
-        params = [jnp.asarray(p) for p in recurrent_params(self.cell, D, H)]
-        st = [params, [jnp.zeros_like(p) for p in params], [jnp.zeros_like(p) for p in params], jnp.float32(0)]
-
-        def fn(x, y):
-            loss, p, m, v, k = jstep(*st, x, y)
-            st[:] = [p, m, v, k]
-            jax.block_until_ready((loss, st[0]))
-            return loss
-
-        return Impl(fn, lambda: [np.asarray(p) for p in st[0]])
+        return Impl(*jax_training_step(loss_fn, recurrent_params(self.cell, D, H), LR, ADAM))
 
     def _pytensor(self, size):
         if self.torch_loop:
