@@ -89,3 +89,27 @@ def backend(request, monkeypatch):
     """Runs a test once per CPU backend by changing the default backend."""
     monkeypatch.setenv("GRAPHC_BACKEND", request.param)
     return request.param
+
+
+@pytest.fixture
+def broken_loop_step(monkeypatch):
+    """(function of x, input) where the C-family emitters compute tanh wrongly (x / 2) inside a
+    scan's step: for the debug-mode tests. Step 0 agrees (tanh(0) = 0 = 0 / 2), step 1 does not.
+    Returns ``make(backend, **options)`` -> (compiled function, input array)."""
+    import graphc.backends.c.emit as emit
+
+    right = emit.scalar_c
+
+    def wrong_tanh(name, dtype, args):
+        return f"(({args[0]}) * 0.5f)" if name == "tanh" else right(name, dtype, args)
+
+    monkeypatch.setattr(emit, "scalar_c", wrong_tanh)
+
+    def make(backend, **options):
+        x = gc.placeholder("x", (None, 3))
+        hs = gc.scan(lambda xt, h: gc.tanh(xt + h * 0.5), sequences=x, outputs_info=gc.constant(np.zeros(3, "f4")))
+        xv = np.zeros((4, 3), "float32")
+        xv[1:] = 0.3
+        return gc.function([x], hs * 2.0, backend=backend, debug=True, **options), xv
+
+    return make

@@ -319,21 +319,9 @@ def test_adaptive_threads_leave_a_core_to_a_busy_process(monkeypatch):
     assert min(seen) <= cores - 1, seen
 
 
-def test_debug_mode_names_the_step_and_the_kernel_inside_a_loop(monkeypatch):
+def test_debug_mode_names_the_step_and_the_kernel_inside_a_loop(broken_loop_step):
     """A wrong tanh inside a scan's step: debug mode names the loop kernel, the first step that
-    differs (step 0 agrees: tanh(0) is 0 either way) and the step graph's own kernel."""
-    import graphc.backends.c.emit as emit
-
-    right = emit.scalar_c
-
-    def wrong_tanh(name, dtype, args):
-        return f"(({args[0]}) * 0.5f)" if name == "tanh" else right(name, dtype, args)
-
-    monkeypatch.setattr(emit, "scalar_c", wrong_tanh)
-    x = gc.placeholder("x", (None, 3))
-    hs = gc.scan(lambda xt, h: gc.tanh(xt + h * 0.5), sequences=x, outputs_info=gc.constant(np.zeros(3, "f4")))
-    f = gc.function([x], hs * 2.0, backend="c", debug=True)
-    xv = np.zeros((4, 3), "float32")
-    xv[1:] = 0.3
+    differs and the step graph's own kernel."""
+    f, xv = broken_loop_step("c")
     with pytest.raises(AssertionError, match=r"op\[scan\].*first differs at step 1.*elementwise\[.*tanh"):
         f(xv)

@@ -362,19 +362,9 @@ def test_workspaces_of_many_batch_sizes_are_bounded(target):
     assert len(f._program.memory_bytes) == 64
 
 
-def test_debug_mode_names_the_step_and_the_kernel_inside_a_loop(target, monkeypatch):
-    import graphc.backends.c.emit as emit
-
-    right = emit.scalar_c
-
-    def wrong_tanh(name, dtype, args):
-        return f"(({args[0]}) * 0.5f)" if name == "tanh" else right(name, dtype, args)
-
-    monkeypatch.setattr(emit, "scalar_c", wrong_tanh)
-    x = gc.placeholder("x", (None, 3))
-    hs = gc.scan(lambda xt, h: gc.tanh(xt + h * 0.5), sequences=x, outputs_info=gc.constant(np.zeros(3, "f4")))
-    f = gc.function([x], hs * 2.0, backend="cuda", debug=True, to_host=True)
-    xv = np.zeros((4, 3), "float32")
-    xv[1:] = 0.3
+def test_debug_mode_names_the_step_and_the_kernel_inside_a_loop(target, broken_loop_step):
+    """A wrong tanh inside a scan's step: debug mode names the loop kernel, the first step that
+    differs and the step graph's own kernel."""
+    f, xv = broken_loop_step("cuda", to_host=True)
     with pytest.raises(AssertionError, match=r"op\[scan\].*first differs at step 1.*elementwise\[.*tanh"):
         f(xv)
