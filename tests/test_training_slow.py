@@ -67,8 +67,10 @@ def _example(name):
     return module
 
 
-def test_bidirectional_gru_reaches_88_percent_on_mnist1d(tmp_path, capsys):
-    """examples/rnn_mnist1d.py with the MNIST-1D paper's settings (it reports 91%)."""
+def test_bidirectional_gru_reaches_88_percent_on_mnist1d(tmp_path, capsys, monkeypatch):
+    """examples/rnn_mnist1d.py with the MNIST-1D paper's settings (it reports 91%), on the C
+    backend as a user runs it (the suite's default backend is ref)."""
+    monkeypatch.setenv("GRAPHC_BACKEND", "c")
     png = tmp_path / "rnn.png"
     result = _example("rnn_mnist1d").main(["--steps", "4000", "--plot", str(png)])
     with capsys.disabled():
@@ -77,16 +79,18 @@ def test_bidirectional_gru_reaches_88_percent_on_mnist1d(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_lstm_solves_the_adding_problem(tmp_path):
-    """T = 100: far below the 0.167 MSE of predicting the mean."""
+def test_lstm_solves_the_adding_problem(tmp_path, monkeypatch):
+    """T = 100: far below the 0.167 MSE of predicting the mean (C backend, as a user runs it)."""
+    monkeypatch.setenv("GRAPHC_BACKEND", "c")
     result = _example("adding_problem").main(["--steps", "2000", "--plot", str(tmp_path / "adding.png")])
     assert result["mse"] < 0.05 < result["baseline"]
 
 
-def test_char_lstm_learns_python_docs_and_samples_text(tmp_path):
+def test_char_lstm_learns_python_docs_and_samples_text(tmp_path, monkeypatch):
     """examples/char_rnn.py, default 600 steps: the cross-entropy falls from about ln(vocab)
     (4.6 nats) to well under 2, and the 400 sampled characters (one compiled scan) look like
-    text: mostly letters and spaces."""
+    text: mostly letters and spaces. C backend, as a user runs it."""
+    monkeypatch.setenv("GRAPHC_BACKEND", "c")
     png = tmp_path / "char.png"
     result = _example("char_rnn").main(["--plot", str(png)])
     assert result["first_loss"] > 3.5 and result["last_loss"] < 1.9, result
