@@ -36,6 +36,13 @@ def same_on_every_rank(arrays, what: str) -> None:
     assert ok == 1, f"{what}: the ranks' values are not bitwise identical"
 
 
+def write_on_rank0(path: str, name: str, weights, **logs) -> None:
+    """Rank 0 writes the weights and the logged lists as JSON, for the test to compare runs."""
+    if RANK == 0:
+        with open(os.path.join(path, name), "w") as fh:
+            json.dump({"weights": [w.tolist() for w in weights], **logs}, fh)
+
+
 # -- allreduce forward and gradient --------------------------------------------------------------
 
 
@@ -208,10 +215,7 @@ def check_fit(path: str) -> None:
     dist.barrier()
     assert os.path.exists(ck) and os.path.exists(os.path.join(path, "plot0.png"))
     assert not any(os.path.exists(os.path.join(path, f"plot{q}.png")) for q in range(1, SIZE))
-    if RANK == 0:
-        with open(os.path.join(path, f"fit{SIZE}.json"), "w") as fh:
-            json.dump({"weights": [w.tolist() for w in weights], "loss": hist["loss"],
-                       "val_loss": hist["val_loss"]}, fh)
+    write_on_rank0(path, f"fit{SIZE}.json", weights, loss=hist["loss"], val_loss=hist["val_loss"])
     log("OK fit")
 
 
@@ -236,10 +240,7 @@ def check_steps(path: str) -> None:
     assert all(isinstance(s.optimizer, dist.DistributedOptimizer) for s in steps) == (SIZE > 1)
     weights = [p.get_value() for p in enc.params + dec.params]
     same_on_every_rank(weights + [np.array(hist["loss"]), np.array(hist["half_loss"])], "steps")
-    if RANK == 0:
-        with open(os.path.join(path, f"steps{SIZE}.json"), "w") as fh:
-            json.dump({"weights": [w.tolist() for w in weights], "loss": hist["loss"],
-                       "half_loss": hist["half_loss"]}, fh)
+    write_on_rank0(path, f"steps{SIZE}.json", weights, loss=hist["loss"], half_loss=hist["half_loss"])
     log("OK steps")
 
 
