@@ -24,10 +24,10 @@ from hypothesis import strategies as st
 
 import graphc as gc
 from graphc.backends.cuda import nvrtc
+from graphc.backends.cuda.emit import TARGET as CUDA_TARGET
 from graphc.backends.cuda.emit import Gemm, Launch, emit_cuda
+from graphc.lower import plan_memory, schedule
 from graphc.ops import REGISTRY
-from graphc.passes.fuse import schedule
-from graphc.passes.memory import plan_memory
 
 from .conftest import HypothesisDraw, placeholders_for
 from .test_passes import RandomGraph
@@ -51,8 +51,8 @@ def emit_program(inputs, outputs, updates=(), prefix="gc"):
     f = gc.function(inputs, outputs, updates=list(updates), backend="ref")
     g, n = f.graph, len(f.outputs)
     targets = [t for t, _ in f.updates]
-    sched = schedule(g, late={id(v) for v in g.outputs[n:]})
-    em = emit_cuda(sched, plan_memory(sched, n, targets), prefix)
+    sched = schedule(g, late={id(v) for v in g.outputs[n:]}, target=CUDA_TARGET)
+    em = emit_cuda(sched, plan_memory(sched, n, targets, alignment=CUDA_TARGET.alignment), prefix)
     for i in range(n):
         em.output_slot(i)
     return em
@@ -159,14 +159,15 @@ def _mlp():
 
 @needs_compiler
 def test_training_step_compiles_with_the_gemm_epilogues():
-    """A whole training step: gemms go to cuBLAS with the fused bias and SGD epilogues, updates
-    and the RNG counter are part of the same program, everything else compiles."""
+    """A whole training step: gemms go to cuBLAS with the fused SGD epilogue (the CUDA target
+    leaves the bias add to the elementwise kernel of the activation), updates and the RNG
+    counter are part of the same program, everything else compiles."""
     inputs, loss, updates = _mlp()
     em = emit_program(inputs, [loss], updates)
     gemms = [s for s in em.steps if isinstance(s, Gemm)]
     assert gemms and any(s.beta == 1.0 and s.alpha != 1.0 for s in gemms)  # W <- W - lr * a @ b
     assert any(s.trans_a or s.trans_b for s in gemms)  # transposes are cuBLAS flags
-    assert any(n.endswith("_bias") for n in em.kernel_names)  # x @ W + b: bias rows, then beta = 1
+    assert not any(n.endswith("_bias") for n in em.kernel_names)  # no bias-row pass before a gemm
     assert all(isinstance(s, Launch) for s in em.steps if getattr(s, "name", None))
     assert "gc_philox_words" in em.source and "gc_group_reduce" in em.source
     nvrtc.check_compiles(em.source)
@@ -300,8 +301,9 @@ def test_scan_step_graphs_compile_to_cuda():
             if isinstance(step, HostLoop):
                 body = step.node.op.body
                 g = optimize(Graph(list(body.inputs), list(body.outputs)))
-                sched = schedule(g)
-                sub = emit_cuda(sched, plan_memory(sched, len(g.outputs), []), f"{em.prefix}_s{next(ids)}")
+                sched = schedule(g, target=CUDA_TARGET)
+                sub = emit_cuda(sched, plan_memory(sched, len(g.outputs), [], alignment=CUDA_TARGET.alignment),
+                                f"{em.prefix}_s{next(ids)}")
                 for i in range(len(g.outputs)):
                     sub.output_slot(i)
                 pending.append(sub)

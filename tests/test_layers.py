@@ -192,7 +192,7 @@ def test_passes_read_op_facts_not_names():
 
     import graphc as gc
     from graphc.core import Graph, Op, TensorType
-    from graphc.passes.fuse import data_inputs, schedule
+    from graphc.lower import data_inputs, schedule
 
     @dataclass(frozen=True)
     class Ravel(Op):  # a view the passes have never heard of

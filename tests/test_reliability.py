@@ -14,8 +14,8 @@ import graphc as gc
 from graphc.backends.c.build import compile_timeout
 from graphc.backends.c.emit import BLAS_INT_MAX, blas_size_error
 from graphc.core import CompileError, Graph
+from graphc.lower import max_fused_nodes, schedule
 from graphc.passes import optimize
-from graphc.passes.fuse import max_fused_nodes, schedule
 
 # -- 1. deep graphs ---------------------------------------------------------------------------
 
@@ -116,7 +116,7 @@ def test_math_through_vector_functions_is_the_inlined_math(monkeypatch, dtype):
 def test_memory_layout_of_many_temps_is_first_fit():
     # The layout search works on arrays beyond a few hundred blocks (it was quadratic in Python
     # with a sort per block). It must place every block where the plain first-fit scan does.
-    from graphc.passes.memory import _align, _Placed
+    from graphc.lower.memory import _align, _Placed
 
     rng = np.random.default_rng(0)
     blocks = []

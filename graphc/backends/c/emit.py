@@ -21,11 +21,15 @@ from collections.abc import Callable
 import numpy as np
 
 from ...core import Constant, Var
+from ...lower import GemmKernel, Kernel, LoopKernel, MemoryPlan, Schedule, Target, data_inputs
 from ...ops import Cast, Elemwise
-from ...passes.fuse import Kernel, Schedule, data_inputs
-from ...passes.memory import MemoryPlan
 from ..cexpr import C_TYPES, cast_c, scalar_c
 from . import emit_main
+
+#: what lowering may hand the C emitter: OpenBLAS' gemm takes C = bias rows or C = W with beta = 1
+#: and any alpha (a call-time learning rate is a pointer read), and workspace blocks start on a
+#: cache line (also the AVX-512 vector width).
+TARGET = Target("c", frozenset({"bias", "accumulate"}), runtime_alpha=True, alignment=64)
 
 PARALLEL_MIN = 1 << 15  # elements below which a loop stays on one thread (OpenMP start-up costs µs)
 
@@ -153,12 +157,11 @@ class CEmitter:
         the BLAS interface (scipy-openblas32) for these bound shapes, else None. Checked per
         signature before anything runs: OpenBLAS would otherwise compute with truncated sizes."""
         for k in self.schedule.kernels:
-            if k.kind != "matmul" or k.outputs[0].dtype not in ("float32", "float64"):
+            if not isinstance(k, GemmKernel) or k.outputs[0].dtype not in ("float32", "float64"):
                 continue
-            info = k.info
-            a, b, mm = info["a"], info["b"], k.nodes[0].outputs[0]
+            a, b, mm = k.a, k.b, k.product
             sa, sb, sm = (tuple(shapes.get(id(v), v.shape)) for v in (a, b, mm))
-            sizes = {"rows": sm[-2], "cols": sm[-1], "inner": sa[-2] if info["trans_a"] else sa[-1],
+            sizes = {"rows": sm[-2], "cols": sm[-1], "inner": sa[-2] if k.trans_a else sa[-1],
                      "lda": sa[-1], "ldb": sb[-1]}
             err = blas_size_error("matmul", f"{sa} @ {sb}", sizes)
             if err is not None:
@@ -209,7 +212,7 @@ class CEmitter:
         names: list[str] = []
         steps = []
         for i, k in enumerate(self.schedule.kernels):
-            if k.kind == "op" and k.nodes[0].op.inner_graph:
+            if isinstance(k, LoopKernel):
                 # a loop emits its body with a pointer table of its own that it fills from the
                 # program's tables (and its integers as one block of D): it takes them whole
                 name = f"k{i}"

@@ -26,11 +26,9 @@ def _lit(dtype: str, value: float) -> str:
 def matmul(em, name: str, k) -> str:
     """gemm through OpenBLAS (float) or loops (int). Batch axes broadcast; a bias row fills C
     first and the gemm adds to it (beta = 1)."""
-    info = k.info
-    node = k.nodes[0]
     out = k.outputs[0]
-    mm = node.outputs[0]
-    a, b, ta, tb, bias = info["a"], info["b"], info["trans_a"], info["trans_b"], info["bias"]
+    mm = k.product
+    a, b, ta, tb, bias = k.a, k.b, k.trans_a, k.trans_b, k.bias
     dtype = out.dtype
     ct = C_TYPES[dtype]
     n = em.dim(mm, mm.ndim - 2)
@@ -42,12 +40,11 @@ def matmul(em, name: str, k) -> str:
     lines = [f"  const int64_t n = {n}, m = {m}, kk = {kk};", f"  {ct} *restrict c = {C};"]
     beta = "0"
     alpha = _lit(dtype, 1.0)
-    acc = info.get("acc")
+    acc = k.acc
     if acc is not None:
         # C starts as the accumulated tensor (unless C already is its storage: in-place update)
-        a = info["alpha"]
-        a = f"{em.ptr(a)}[0]" if isinstance(a, Var) else _lit(dtype, a)
-        alpha = f"(-({a}))" if info.get("negate") else a
+        a = f"{em.ptr(k.alpha)}[0]" if isinstance(k.alpha, Var) else _lit(dtype, k.alpha)
+        alpha = f"(-({a}))" if k.negate else a
         if em.slot(acc) != em.slot(out):
             lines.append(f"  memcpy(c, {em.ptr(acc)}, sizeof({ct})*n*m);")
         beta = "1"

@@ -10,7 +10,7 @@ memory order; the parallel axis depends on the pattern:
 
 from __future__ import annotations
 
-from ...passes.fuse import Kernel
+from ...lower import Kernel
 from ..cexpr import C_TYPES
 
 BLOCK = 256

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from ...core import Constant, Graph, Placeholder
+from ...lower import GemmKernel, plan_memory, schedule
 from ...passes import optimize
-from ...passes.fuse import schedule
-from ...passes.memory import plan_memory
+from .emit import TARGET
 from .emit_conv import BLAS_THREADS_DECL
 
-_ALIGN = 64
+_ALIGN = TARGET.alignment
 SMALL_STEP_MACS = 1 << 25
 
 
@@ -43,8 +43,8 @@ class _PerSignature:
 def scan_kernel(em, name: str, node, index: int) -> str:
     op = node.op
     body_graph = optimize(Graph(op.body.inputs, op.body.outputs))
-    sched = schedule(body_graph)
-    plan = plan_memory(sched, len(body_graph.outputs), [])
+    sched = schedule(body_graph, target=TARGET)
+    plan = plan_memory(sched, len(body_graph.outputs), [], alignment=TARGET.alignment)
     from .emit import PARALLEL_MIN, CEmitter
 
     body = CEmitter(sched, plan, prefix=f"{name}_", index_base=(index + 1) * 1024, nested=True)
@@ -87,7 +87,7 @@ def scan_kernel(em, name: str, node, index: int) -> str:
     # kernels per step cannot keep several threads busy, and OpenBLAS' pool and OpenMP's take
     # turns spinning at every step (measured: LSTM T=100 B=64 256 hidden, 1.25 s with both
     # pools on a loaded 2-core machine, 0.30 s on one thread).
-    matmuls = [n for kk in sched.kernels if kk.kind == "matmul" for n in kk.nodes if n.op.name == "matmul"]
+    matmuls = [n for kk in sched.kernels if isinstance(kk, GemmKernel) for n in kk.nodes if n.op.name == "matmul"]
 
     def step_macs(shapes) -> int:
         bound = body_shapes(shapes)

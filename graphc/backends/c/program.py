@@ -17,11 +17,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar
-from ...passes.fuse import schedule
-from ...passes.memory import plan_memory
+from ...lower import plan_memory, schedule
 from ..debugcheck import check_kernels
 from .build import build_library
-from .emit import CEmitter
+from .emit import TARGET, CEmitter
 from .threads import ADAPTIVE
 
 CDEF = "int gc_main(void **B, const int64_t *D);"
@@ -53,8 +52,9 @@ class CProgram:
         self.n_outputs = n_outputs
         self.debug = debug
         late = {id(v) for v in graph.outputs[n_outputs:]}
-        self.schedule = schedule(graph, late=late)
-        self.plan = plan_memory(self.schedule, n_outputs, list(update_targets), reuse=not debug)
+        self.schedule = schedule(graph, late=late, target=TARGET)
+        self.plan = plan_memory(self.schedule, n_outputs, list(update_targets), reuse=not debug,
+                                alignment=TARGET.alignment)
         self.emitter = CEmitter(self.schedule, self.plan)
         for i in range(n_outputs):
             self.emitter.output_slot(i)

@@ -39,20 +39,20 @@ def _line_blocks(lines_fn, length_fn, strided_fn):
 
 def matmul(em, name: str, k, index: int) -> None:
     """cuBLAS for float gemm (batch axes broadcast through strides); a generated kernel for
-    integer operands. A bias row fills C first and the gemm adds to it (beta = 1); an accumulated
-    tensor W is copied into C (unless C is W's storage: in place) and alpha is the scale."""
-    info = k.info
-    node = k.nodes[0]
+    integer operands. An accumulated tensor W is copied into C (unless C is W's storage: in
+    place), beta = 1 and alpha is the scale. The CUDA Target takes no bias epilogue."""
+    if k.bias is not None:
+        raise AssertionError("the CUDA target folds no bias into gemm records")
     out = k.outputs[0]
-    mm = node.outputs[0]
-    a, b, ta, tb, bias = info["a"], info["b"], info["trans_a"], info["trans_b"], info["bias"]
+    mm = k.product
+    a, b, ta, tb = k.a, k.b, k.trans_a, k.trans_b
     dtype = out.dtype
-    acc = info.get("acc")
+    acc = k.acc
     beta, alpha, scalars = 0.0, 1.0, None
     if acc is not None:
         beta = 1.0
-        alpha = info["alpha"]
-        sign = -1.0 if info.get("negate") else 1.0
+        alpha = k.alpha
+        sign = -1.0 if k.negate else 1.0
         if isinstance(alpha, Var):
             # a scale read at call time (a shared learning rate): the gemm reads alpha and beta
             # from device memory, written by a one-thread kernel
@@ -69,15 +69,6 @@ def matmul(em, name: str, k, index: int) -> None:
             from .emit import Copy
 
             em.steps.append(Copy(em.slot(out), em.slot(acc), nbytes(out), index))
-    if bias is not None:
-        em.begin()
-        c = em.ptr(out, const=False)
-        bp = em.ptr(bias)
-        m = em.dim(mm, mm.ndim - 1)
-        src = f"{bp}[0]" if bias.ndim == 0 else f"{bp}[t % ({m})]"
-        body = f"  {em.grid_stride(em.size(out))} {c}[t] = {src};\n"
-        em.finish(f"{name}_bias", body, k.label + " (bias rows)", blocks_for(numel(out)), index)
-        beta = 1.0
     if dtype in ("float32", "float64"):
         em.steps.append(Gemm(em.slot(out), em.slot(a), em.slot(b), dtype, ta, tb, 1.0 if scalars else alpha, beta,
                              _gemm_geometry(mm, a, b, ta), index, scalars))

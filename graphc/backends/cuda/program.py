@@ -32,13 +32,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar, add_storage_observer, matches
+from ...lower import plan_memory, schedule
 from ...passes import optimize
-from ...passes.fuse import schedule
-from ...passes.memory import plan_memory
 from ..args import cast_arg, convert_arg
 from ..debugcheck import check_kernels
 from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
-from .emit import Copy, CudaEmitter, Gemm, HostCall, HostLoop, Launch, Memset, shape_of
+from .emit import TARGET, Copy, CudaEmitter, Gemm, HostCall, HostLoop, Launch, Memset, shape_of
 
 LLMAX = (1 << 63) - 1
 MAX_SIGNATURES = 64  # as the C backend's
@@ -147,8 +146,9 @@ class CudaProgram:
         self.debug = debug
         self.to_host = to_host
         late = {id(v) for v in graph.outputs[n_outputs:]}
-        self.schedule = schedule(graph, late=late)
-        self.plan = plan_memory(self.schedule, n_outputs, self.update_targets, reuse=not debug)
+        self.schedule = schedule(graph, late=late, target=TARGET)
+        self.plan = plan_memory(self.schedule, n_outputs, self.update_targets, reuse=not debug,
+                                alignment=TARGET.alignment)
         self.emitter = CudaEmitter(self.schedule, self.plan)
         for i in range(n_outputs):
             self.emitter.output_slot(i)

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..core import Constant, Placeholder, SharedVar, Var
-from .fuse import Kernel, Schedule
+from .plan import ElementwiseKernel, GemmKernel, Kernel, Schedule
 
+#: the default block alignment (a CPU cache line); a Target states its own
 ALIGN = 64
 
 
@@ -52,6 +53,8 @@ class MemoryPlan:
     reuse: bool = True
     #: groups of workspace roots laid out back to back, in order (see `packed_outputs`)
     packs: list[list[Var]] = field(default_factory=list)
+    #: byte alignment of every workspace block (the Target's)
+    alignment: int = ALIGN
 
     def root(self, v: Var) -> Var:
         return self.roots.get(id(v), v)
@@ -83,7 +86,7 @@ class MemoryPlan:
             live[id(block)] = (min(self.live[id(m)][0] for m in p), max(self.live[id(m)][1] for m in p))
             blocks.append(block)
         order = sorted(blocks, key=lambda r: -sizes[id(r)])
-        placed = _Placed()
+        placed = _Placed(self.alignment)
         offsets: dict[int, int] = {}
         for r in order:
             first, last = live[id(r)] if self.reuse else (0, 1 << 62)
@@ -97,7 +100,7 @@ class MemoryPlan:
                 offsets[id(m)] = at
                 at += sizes[id(m)]
         total = placed.end
-        return offsets, _align(total)
+        return offsets, _align(total, self.alignment)
 
 
 class _Placed:
@@ -109,7 +112,8 @@ class _Placed:
 
     SMALL = 256
 
-    def __init__(self):
+    def __init__(self, align: int = ALIGN):
+        self.align = align
         self.rows: list[tuple[int, int, int, int]] = []  # (offset, end, first, last), sorted
         self.end = 0
         self._arrays = None  # offset, aligned end, first, last as int64 arrays (row order)
@@ -122,7 +126,7 @@ class _Placed:
                     continue
                 if offset + size <= o:
                     break
-                offset = max(offset, _align(e))
+                offset = max(offset, _align(e, self.align))
             return offset
         o, e, f, la = self._arrays
         hit = (la >= first) & (f <= last)
@@ -141,14 +145,15 @@ class _Placed:
         self.end = max(self.end, end)
         if len(self.rows) == self.SMALL + 1:
             self._arrays = tuple(np.array(c, np.int64) for c in zip(*self.rows))
-            self._arrays = (self._arrays[0], (self._arrays[1] + ALIGN - 1) // ALIGN * ALIGN, *self._arrays[2:])
+            ends = (self._arrays[1] + self.align - 1) // self.align * self.align
+            self._arrays = (self._arrays[0], ends, *self._arrays[2:])
         elif self._arrays is not None:
-            vals = (offset, _align(end), first, last)
+            vals = (offset, _align(end, self.align), first, last)
             self._arrays = tuple(np.insert(a, at, v) for a, v in zip(self._arrays, vals))
 
 
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
+def _align(n: int, align: int = ALIGN) -> int:
+    return (n + align - 1) // align * align
 
 
 def _nbytes(v: Var, shapes) -> int:
@@ -157,11 +162,11 @@ def _nbytes(v: Var, shapes) -> int:
 
 
 def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedVar],
-                reuse: bool = True) -> MemoryPlan:
+                reuse: bool = True, alignment: int = ALIGN) -> MemoryPlan:
     """Decide every value's storage for `schedule` (see the module docstring). With
     ``reuse=False`` (debug mode) every value keeps its own memory until the call ends, so it can
     be inspected afterwards: no in-place work and no shared workspace regions."""
-    plan = MemoryPlan(schedule, n_outputs, list(update_targets), reuse=reuse)
+    plan = MemoryPlan(schedule, n_outputs, list(update_targets), reuse=reuse, alignment=alignment)
     kernels = schedule.kernels
     outputs = list(schedule.graph.outputs)
 
@@ -185,7 +190,7 @@ def plan_memory(schedule: Schedule, n_outputs: int, update_targets: list[SharedV
     update_values = {id(v) for v in outputs[n_outputs:]}
     output_roots = {id(root(g)) for g in outputs}  # kept current, like `readers`
     for i, k in enumerate(kernels):
-        if k.kind != "elementwise" or not reuse:
+        if not isinstance(k, ElementwiseKernel) or not reuse:
             continue
         taken = set()
         for o in k.outputs:
@@ -308,9 +313,9 @@ def _iteration_shape(k: Kernel):
 
 
 def _reads_elementwise_same_shape(k: Kernel, target: SharedVar, plan: MemoryPlan) -> bool:
-    if k.kind == "matmul" and k.info.get("acc") is target:
+    if isinstance(k, GemmKernel) and k.acc is target:
         return True  # the gemm reads C = target and writes it back (beta = 1): safe in place
-    if k.kind != "elementwise" or _iteration_shape(k) != target.shape:
+    if not isinstance(k, ElementwiseKernel) or _iteration_shape(k) != target.shape:
         return False
     return all(v.shape == target.shape for v in k.inputs if plan.root(v) is target)
 
