@@ -25,6 +25,7 @@ from ...lower import GemmKernel, Kernel, LoopKernel, MemoryPlan, Schedule, Targe
 from ...ops import Cast, Elemwise
 from ..cexpr import C_TYPES, cast_c, scalar_c
 from . import emit_main
+from .hooks import CHooks
 
 #: what lowering may hand the C emitter: OpenBLAS' gemm takes C = bias rows or C = W with beta = 1
 #: and any alpha (a call-time learning rate is a pointer read), and workspace blocks start on a
@@ -82,7 +83,7 @@ class _KernelArgs:
         self.d: dict[int, int] = {}
 
 
-class CEmitter:
+class CEmitter(CHooks):
     """Builds the C source. Public results: `source`, `buffers` (slot -> root Var), `params`
     (D slot -> function of the bound shapes), `errors` (rc -> message)."""
 

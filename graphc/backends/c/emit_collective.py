@@ -14,8 +14,9 @@ the pack, and the reduction is one in-place call over the whole pack.
 
 from __future__ import annotations
 
-from ...ops.collective import check_once, world
+from ...ops.collective import Allreduce, check_once, world
 from ..cexpr import C_TYPES
+from .hooks import c_function
 
 # MPI counts are C ints: larger packs go in chunks of 2**30 elements
 CHUNK = 1 << 30
@@ -31,7 +32,7 @@ def _native(key: str):
     return value
 
 
-def allreduce(em, name: str, node, index: int) -> str:
+def allreduce(em, name: str, node, index: int, label: str = "") -> str:
     dtype = node.outputs[0].dtype
     ct = C_TYPES[dtype]
     w = world()
@@ -74,8 +75,7 @@ def allreduce(em, name: str, node, index: int) -> str:
         lines.append(f"""  const {ct} ranks = ({ct}){size};
   #pragma omp parallel for simd if(count > GC_PAR_MIN) schedule(static)
   for (int64_t i = 0; i < count; i++) buf[i] /= ranks;""")
-    return f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n" + \
-        "\n".join(lines) + "\n  return 0;\n}"
+    return c_function(name, "\n".join(lines))
 
 
-OPS = {"allreduce": allreduce}
+OPS = {Allreduce: allreduce}

@@ -45,7 +45,19 @@ from __future__ import annotations
 
 import os
 
+from ...ops.conv import (
+    AvgPool2D,
+    AvgPool2DGrad,
+    Conv2D,
+    Conv2DGradInput,
+    Conv2DGradWeight,
+    MaxPool2D,
+    MaxPool2DGather,
+    MaxPool2DGrad,
+    Upsample2D,
+)
 from ..cexpr import C_TYPES
+from .hooks import c_function
 
 # per-image gemm work (m*n*k) below which OpenBLAS runs single-threaded anyway
 SMALL_GEMM = 65536 * 4
@@ -57,8 +69,7 @@ BLAS_THREADS_DECL = "void scipy_openblas_set_num_threads(int); int scipy_openbla
 
 
 def _fn(name: str, body: str, helpers: str = "") -> str:
-    head = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
-    return "#include <stdlib.h>\n" + BLAS_THREADS_DECL + "\n" + helpers + head + body + "\n  return 0;\n}"
+    return "#include <stdlib.h>\n" + BLAS_THREADS_DECL + "\n" + helpers + c_function(name, body)
 
 
 def _lit(dtype: str, value: float) -> str:
@@ -374,7 +385,7 @@ def _direct_bodies(g: _Geom, name: str, ct: str, img: str, w: str, out: str) -> 
     return batch, seq
 
 
-def _conv_forward(em, name, node, index):
+def _conv_forward(em, name, node, index, label=""):
     x, w = node.inputs
     y = node.outputs[0]
     ct = C_TYPES[x.dtype]
@@ -404,7 +415,7 @@ def _conv_forward(em, name, node, index):
                         acc=0, per_image=body, per_image_seq=seq, schedules=sched)
 
 
-def _conv_grad_input(em, name, node, index):
+def _conv_grad_input(em, name, node, index, label=""):
     gy, w = node.inputs
     gx = node.outputs[0]
     ct = C_TYPES[gy.dtype]
@@ -446,7 +457,7 @@ def _conv_grad_input(em, name, node, index):
                         per_image=body, per_image_seq=seq, schedules=sched)
 
 
-def _conv_grad_weight(em, name, node, index):
+def _conv_grad_weight(em, name, node, index, label=""):
     gy, x = node.inputs
     gw = node.outputs[0]
     ct = C_TYPES[gy.dtype]
@@ -493,7 +504,7 @@ def _planes(em, v) -> str:
     return f"({em.dim(v, 0)})*{v.shape[1]}LL"
 
 
-def _max_pool(em, name, node, index):
+def _max_pool(em, name, node, index, label=""):
     x = node.inputs[0]
     y, idx = node.outputs
     op = node.op
@@ -557,7 +568,7 @@ def _max_pool(em, name, node, index):
     return _fn(name, body)
 
 
-def _max_pool_grad(em, name, node, index):
+def _max_pool_grad(em, name, node, index, label=""):
     g, idx = node.inputs
     gx = node.outputs[0]
     ct = C_TYPES[g.dtype]
@@ -578,7 +589,7 @@ def _max_pool_grad(em, name, node, index):
     return _fn(name, body)
 
 
-def _max_pool_gather(em, name, node, index):
+def _max_pool_gather(em, name, node, index, label=""):
     x, idx = node.inputs
     y = node.outputs[0]
     ct = C_TYPES[x.dtype]
@@ -612,7 +623,7 @@ _WINDOW = """const int64_t h0 = oh*SH - PT, ha = h0 < 0 ? 0 : h0, hb = h0 + KH >
         const int64_t w0 = ow*SW - PL, wa = w0 < 0 ? 0 : w0, wb = w0 + KW > W ? W : w0 + KW;"""
 
 
-def _avg_pool(em, name, node, index):
+def _avg_pool(em, name, node, index, label=""):
     x = node.inputs[0]
     y = node.outputs[0]
     ct = C_TYPES[x.dtype]
@@ -636,7 +647,7 @@ def _avg_pool(em, name, node, index):
     return _fn(name, body)
 
 
-def _avg_pool_grad(em, name, node, index):
+def _avg_pool_grad(em, name, node, index, label=""):
     g = node.inputs[0]
     gx = node.outputs[0]
     ct = C_TYPES[g.dtype]
@@ -661,7 +672,7 @@ def _avg_pool_grad(em, name, node, index):
     return _fn(name, body)
 
 
-def _upsample(em, name, node, index):
+def _upsample(em, name, node, index, label=""):
     x = node.inputs[0]
     y = node.outputs[0]
     ct = C_TYPES[x.dtype]
@@ -682,13 +693,13 @@ def _upsample(em, name, node, index):
 
 
 OPS = {
-    "conv2d": _conv_forward,
-    "conv2d_grad_input": _conv_grad_input,
-    "conv2d_grad_weight": _conv_grad_weight,
-    "max_pool2d": _max_pool,
-    "max_pool2d_grad": _max_pool_grad,
-    "max_pool2d_gather": _max_pool_gather,
-    "avg_pool2d": _avg_pool,
-    "avg_pool2d_grad": _avg_pool_grad,
-    "upsample2d": _upsample,
+    Conv2D: _conv_forward,
+    Conv2DGradInput: _conv_grad_input,
+    Conv2DGradWeight: _conv_grad_weight,
+    MaxPool2D: _max_pool,
+    MaxPool2DGrad: _max_pool_grad,
+    MaxPool2DGather: _max_pool_gather,
+    AvgPool2D: _avg_pool,
+    AvgPool2DGrad: _avg_pool_grad,
+    Upsample2D: _upsample,
 }

@@ -34,6 +34,7 @@ from ...core import Constant, Var
 from ...lower import Kernel, MemoryPlan, Schedule, Target
 from ..c.emit import CEmitter
 from ..cexpr import C_TYPES
+from .hooks import CudaHooks
 
 BLOCK = 256  # threads per block of every kernel
 WARPS = BLOCK // 32
@@ -184,7 +185,7 @@ def lanes(n_groups: int, length: int, strided: bool = False) -> int:
 # -- the emitter -------------------------------------------------------------------------------
 
 
-class CudaEmitter(CEmitter):
+class CudaEmitter(CudaHooks, CEmitter):
     """Builds the CUDA source and the launch plan. Public results: `source`, `steps`, `buffers`
     (slot -> root Var, as in C), `params` (D slot -> function of the bound shapes), `checks`,
     `kernel_names`. `prefix` names the kernels (several programs can share one translation unit)."""

@@ -10,6 +10,17 @@ and exact; the fast path for large convolutions is future work.)
 
 from __future__ import annotations
 
+from ...ops.conv import (
+    AvgPool2D,
+    AvgPool2DGrad,
+    Conv2D,
+    Conv2DGradInput,
+    Conv2DGradWeight,
+    MaxPool2D,
+    MaxPool2DGather,
+    MaxPool2DGrad,
+    Upsample2D,
+)
 from ..cexpr import C_TYPES
 from .emit import WARPS, blocks_for, lanes, numel, shape_of
 
@@ -252,13 +263,13 @@ def _upsample(em, name, node, index, label):
 
 
 OPS = {
-    "conv2d": _conv_forward,
-    "conv2d_grad_input": _conv_grad_input,
-    "conv2d_grad_weight": _conv_grad_weight,
-    "max_pool2d": _max_pool,
-    "max_pool2d_grad": _max_pool_grad,
-    "max_pool2d_gather": _max_pool_gather,
-    "avg_pool2d": _avg_pool,
-    "avg_pool2d_grad": _avg_pool_grad,
-    "upsample2d": _upsample,
+    Conv2D: _conv_forward,
+    Conv2DGradInput: _conv_grad_input,
+    Conv2DGradWeight: _conv_grad_weight,
+    MaxPool2D: _max_pool,
+    MaxPool2DGrad: _max_pool_grad,
+    MaxPool2DGather: _max_pool_gather,
+    AvgPool2D: _avg_pool,
+    AvgPool2DGrad: _avg_pool_grad,
+    Upsample2D: _upsample,
 }

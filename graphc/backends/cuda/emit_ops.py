@@ -11,19 +11,17 @@ from __future__ import annotations
 import numpy as np
 
 from ...core import Var
-from ..c.emit_ops import _batch_strides, _split3, _subtensor_mapping
+from ...ops.collective import Allreduce
+from ...ops.control import Scan
+from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
+from ...ops.reduce import Argmax
+from ...ops.shape import TakeGrad
 from ..cexpr import C_TYPES
-from .emit import BLOCK, WARPS, Gemm, HostCall, HostLoop, IndexCheck, Memset, blocks_for, lanes, nbytes, numel, shape_of
-
-
-def _split3_fn(v: Var, axis: int):
-    """shapes -> (outer, n, inner) of v around `axis` (Python twin of `_split3`)."""
-
-    def fn(shapes):
-        s = shape_of(v, shapes)
-        return (int(np.prod(s[:axis], dtype=np.int64)), int(s[axis]), int(np.prod(s[axis + 1:], dtype=np.int64)))
-
-    return fn
+from ..cfamily import KernelTable
+from ..cfamily.index import batch_strides, split3, split3_fn
+from ..cfamily.templates import TEMPLATES
+from .emit import BLOCK, WARPS, Gemm, HostCall, HostLoop, Memset, blocks_for, lanes, nbytes, numel, shape_of
+from .emit_conv import OPS as CONV_OPS
 
 
 def _line_blocks(lines_fn, length_fn, strided_fn):
@@ -124,7 +122,7 @@ def _int_matmul(em, name, k, index, mm, a, b, ta, tb, out, alpha, beta, scalars)
     kk = em.dim(a, a.ndim - 2) if ta else em.dim(a, a.ndim - 1)
     lda, ldb = em.dim(a, a.ndim - 1), em.dim(b, b.ndim - 1)
     nbatch = mm.ndim - 2
-    sa, sb = _batch_strides(em, a, mm), _batch_strides(em, b, mm)
+    sa, sb = batch_strides(em, a, mm), batch_strides(em, b, mm)
     lines = ["    const long long j = t % m, i = (t / m) % n; long long q = t / (n * m), oa = 0, ob = 0;"]
     for ax in reversed(range(nbatch)):
         lines.append(f"    {{ const long long d = {em.dim(mm, ax)}; const long long iq = q % d; q /= d; "
@@ -143,10 +141,7 @@ def _int_matmul(em, name, k, index, mm, a, b, ta, tb, out, alpha, beta, scalars)
 
 def op_kernel(em, name: str, k, index: int) -> None:
     node = k.nodes[0]
-    ops = _ops()
-    fn = ops.get(node.op.name) or ops.get(type(node.op).__name__)
-    if fn is None:
-        raise NotImplementedError(f"CUDA backend: no emitter for op {node.op.name}")
+    fn = OPS.lookup(node.op)
     em.begin()
     fn(em, name, node, index, k.label)
 
@@ -159,13 +154,6 @@ def _host_call(em, name, node, index, label):
 def _host_loop(em, name, node, index, label):
     """A scan: a host loop over the step graph's program (see program.py)."""
     em.steps.append(HostLoop(node, [em.slot(x) for x in node.inputs], [em.slot(y) for y in node.outputs], index))
-
-
-def _dim(em, name, node, index, label):
-    x, out = node.inputs[0], node.outputs[0]
-    body = (f"  if (blockIdx.x == 0 && threadIdx.x == 0) "
-            f"{em.ptr(out, const=False)}[0] = (int64_t)({em.dim(x, node.op.axis)});\n")
-    em.finish(name, body, label, lambda shapes: 1, index)
 
 
 def _group_loop(lane_d: str, var: str, count: str) -> str:
@@ -183,8 +171,8 @@ def _softmax_like(em, name, node, index, label, log: bool):
     ct = C_TYPES[x.dtype]
     sfx = "f" if x.dtype == "float32" else ""
     axis = node.op.axis
-    outer, n, inner = _split3(em, x, axis)
-    split = _split3_fn(x, axis)
+    outer, n, inner = split3(em, x, axis)
+    split = split3_fn(x, axis)
     def lines_fn(s):
         return split(s)[0] * split(s)[2]
 
@@ -243,59 +231,14 @@ def _sce(em, name, node, index, label):
     em.finish(name, body, label, _line_blocks(rows_fn, c_fn, lambda s: False), index)
 
 
-def _one_hot(em, name, node, index, label):
-    t, out = node.inputs[0], node.outputs[0]
-    T, Y = em.ptr(t), em.ptr(out, const=False)
-    depth = node.op.depth
-    body = (f"  const long long total = ({em.size(t)}) * {depth};\n"
-            f"  {em.grid_stride('total')}\n"
-            f"    {Y}[t] = ({C_TYPES[out.dtype]})((long long){T}[t / {depth}] == t % {depth});\n")
-    em.finish(name, body, label, blocks_for(numel(out)), index)
-
-
-def _check(em, idx: Var, size: str, size_fn, index: int, op: str, axis: int) -> str:
-    """Code refusing out-of-range indices of `idx` (the first bad position goes to errinfo; the
-    host raises after the call), registered as an IndexCheck."""
-    code = len(em.checks)
-    em.checks.append(IndexCheck(code, index, idx, em.slot(idx), size_fn,
-                                op + ": index {0} is out of range for axis " + str(axis) + " of size {1}"))
-    ix, E = em.ptr(idx), em.errinfo()
-    return (f"  {em.grid_stride(em.size(idx), 'j')} {{ const long long s = (long long){ix}[j]; "
-            f"if (s < -({size}) || s >= ({size})) gc_bad_index({E}, {code}, j); }}\n")
-
-
-def _take(em, name, node, index, label):
-    x, idx = node.inputs
-    out = node.outputs[0]
-    ct = C_TYPES[x.dtype]
-    axis = node.op.axis
-    outer, n, inner = _split3(em, x, axis)
-    split = _split3_fn(x, axis)
-    check = _check(em, idx, n, lambda s: split(s)[1], index, "take", axis)
-    X, IX, Y = em.ptr(x), em.ptr(idx), em.ptr(out, const=False)
-    body = check + f"""  const long long n = {n}, inner = {inner}, ni = {em.size(idx)}, total = ({outer}) * ni * inner;
-  {em.grid_stride("total")} {{
-    const long long q = t % inner, rest = t / inner, j = rest % ni, p = rest / ni;
-    long long s = (long long){IX}[j];
-    if (s < -n || s >= n) {{ {Y}[t] = ({ct})0; continue; }}
-    s = s < 0 ? s + n : s;
-    {Y}[t] = {X}[(p * n + s) * inner + q];
-  }}
-"""
-    def work(s):
-        return max(numel(out)(s), numel(idx)(s))
-
-    em.finish(name, body, label, blocks_for(work), index)
-
-
 def _take_grad(em, name, node, index, label):
     g, idx, _like = node.inputs
     out = node.outputs[0]
     axis = node.op.axis
-    outer, n, inner = _split3(em, out, axis)
-    split = _split3_fn(out, axis)
+    outer, n, inner = split3(em, out, axis)
+    split = split3_fn(out, axis)
     em.steps.append(Memset(em.slot(out), nbytes(out), index))
-    check = _check(em, idx, n, lambda s: split(s)[1], index, "take (gradient)", axis)
+    check = em.index_check(idx, n, lambda s: split(s)[1], index, "take (gradient)", axis)
     G, IX, Y = em.ptr(g), em.ptr(idx), em.ptr(out, const=False)
     body = check + f"""  const long long n = {n}, inner = {inner}, ni = {em.size(idx)}, total = ({outer}) * ni * inner;
   {em.grid_stride("total")} {{
@@ -312,86 +255,6 @@ def _take_grad(em, name, node, index, label):
     em.finish(name, body, label, blocks_for(work), index)
 
 
-def _strided(em, name, index, label, out_like: Var, src: Var, dst: Var, mapping, scatter: bool,
-             zero: Var | None):
-    """Copy between a dense array and a strided view (mapping(shapes) -> (base, [(size, stride)]),
-    computed per signature on the host and passed through D), as the C backend does."""
-    if zero is not None:
-        em.steps.append(Memset(em.slot(dst), nbytes(zero), index))
-    nd = out_like.ndim
-    base = em.param(("view_base", name), lambda s: mapping(s)[0])
-    sizes = [em.param(("view_size", name, j), lambda s, j=j: mapping(s)[1][j][0]) for j in range(nd)]
-    strides = [em.param(("view_stride", name, j), lambda s, j=j: mapping(s)[1][j][1]) for j in range(nd)]
-    X, Y = em.ptr(src), em.ptr(dst, const=False)
-    view = " + ".join([base] + [f"i{j}*{strides[j]}" for j in range(nd)])
-    stmt = f"{Y}[{view}] = {X}[t];" if scatter else f"{Y}[t] = {X}[{view}];"
-    body = em.flat(sizes, [stmt])
-    em.finish(name, body, label, blocks_for(numel(out_like)), index)
-
-
-def _getitem(em, name, node, index, label):
-    x, out = node.inputs[0], node.outputs[0]
-    mapping = _subtensor_mapping(node.op.idx, id(x), id(out))
-    _strided(em, name, index, label, out, x, out, _bound(mapping, x), scatter=False, zero=None)
-
-
-def _subtensor_grad(em, name, node, index, label):
-    g, like = node.inputs
-    out = node.outputs[0]
-    mapping = _subtensor_mapping(node.op.idx, id(like), id(g))
-    _strided(em, name, index, label, g, g, out, _bound(mapping, like), scatter=True, zero=out)
-
-
-def _bound(mapping, v: Var):
-    """The C mapping reads shapes[id(v)]; static leaves may be absent from `shapes`."""
-    vid, static = id(v), v.shape
-    return lambda shapes: mapping(shapes if vid in shapes else {**shapes, vid: static})
-
-
-def _transpose(em, name, node, index, label):
-    x, out = node.inputs[0], node.outputs[0]
-    perm = node.op.perm
-
-    def mapping(shapes):
-        xs = shape_of(x, shapes)
-        strides = [int(np.prod(xs[a + 1:], dtype=np.int64)) for a in range(len(xs))]
-        return 0, [(xs[p], strides[p]) for p in perm]
-
-    _strided(em, name, index, label, out, x, out, mapping, scatter=False, zero=None)
-
-
-def _concatenate(em, name, node, index, label):
-    out = node.outputs[0]
-    axis = node.op.axis
-    outer, total, inner = _split3(em, out, axis)
-    Y = em.ptr(out, const=False)
-    parts = [f"  const long long outer = {outer}, N = {total}, inner = {inner};\n  long long off = 0;\n"]
-    for x in node.inputs:
-        X = em.ptr(x)
-        parts.append(f"""  {{ const long long n = {em.dim(x, axis)}, seg = n * inner;
-    {em.grid_stride("outer * seg")}
-      {{ const long long p = t / seg, rem = t % seg; {Y}[(p * N + off) * inner + rem] = {X}[t]; }}
-    off += n; }}
-""")
-    em.finish(name, "".join(parts), label, blocks_for(numel(out)), index)
-
-
-def _split(em, name, node, index, label):
-    g = node.inputs[0]
-    axis = node.op.axis
-    outer, total, inner = _split3(em, g, axis)
-    X = em.ptr(g)
-    parts = [f"  const long long outer = {outer}, N = {total}, inner = {inner};\n  long long off = 0;\n"]
-    for o in node.outputs:
-        Y = em.ptr(o, const=False)
-        parts.append(f"""  {{ const long long n = {em.dim(o, axis)}, seg = n * inner;
-    {em.grid_stride("outer * seg")}
-      {{ const long long p = t / seg, rem = t % seg; {Y}[t] = {X}[(p * N + off) * inner + rem]; }}
-    off += n; }}
-""")
-    em.finish(name, "".join(parts), label, blocks_for(numel(g)), index)
-
-
 def _argmax(em, name, node, index, label):
     x, out = node.inputs[0], node.outputs[0]
     ct = C_TYPES[x.dtype]
@@ -402,8 +265,8 @@ def _argmax(em, name, node, index, label):
         def split(s):
             return 1, numel(x)(s), 1
     else:
-        outer, n, inner = _split3(em, x, axis)
-        split = _split3_fn(x, axis)
+        outer, n, inner = split3(em, x, axis)
+        split = split3_fn(x, axis)
     def lines_fn(s):
         return split(s)[0] * split(s)[2]
 
@@ -424,49 +287,15 @@ def _argmax(em, name, node, index, label):
     em.finish(name, body, label, _line_blocks(lines_fn, lambda s: split(s)[1], lambda s: split(s)[2] > 1), index)
 
 
-def _random(em, name, node, index, label):
-    op = node.op
-    counter = node.inputs[0]
-    out = node.outputs[0]
-    ct = C_TYPES[out.dtype]
-    if op.dist == "uniform":
-        value = "gc_u24(w[0])" if out.dtype == "float32" else "gc_u53(w[0], w[1])"
-    elif op.dist == "normal":
-        value = "gc_normal(w)"
-    else:
-        value = f"(gc_u24(w[0]) < {float(op.p)!r})"
-    K, Y = em.ptr(counter), em.ptr(out, const=False)
-    body = f"""  const uint64_t call = (uint64_t){K}[0];
-  {em.grid_stride(em.size(out))} {{
-    uint32_t w[4];
-    gc_philox_words((uint64_t)t, call, (uint64_t){op.seed}ULL, w);
-    {Y}[t] = ({ct})({value});
-  }}
-"""
-    em.finish(name, body, label, blocks_for(numel(out)), index)
-
-
-def _ops() -> dict:
-    from .emit_conv import OPS as CONV_OPS
-
-    return {**_OPS, **CONV_OPS}
-
-
-_OPS = {
-    "dim": _dim,
-    "scan": _host_loop,
-    "allreduce": _host_call,  # MPI on host copies, for now (no CUDA-aware MPI, no NCCL)
-    "softmax": lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=False),
-    "log_softmax": lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=True),
-    "softmax_cross_entropy": _sce,
-    "one_hot": _one_hot,
-    "take": _take,
-    "take_grad": _take_grad,
-    "getitem": _getitem,
-    "subtensor_grad": _subtensor_grad,
-    "transpose": _transpose,
-    "concatenate": _concatenate,
-    "split": _split,
-    "argmax": _argmax,
-    "Random": _random,
+#: CUDA's kernels: the shared templates, and CUDA's own algorithms where they differ from C's
+#: (lines reduced by a group of lanes, a scatter-add with atomics, direct convolutions, host steps)
+OPS = KernelTable("CUDA", TEMPLATES) | {
+    Scan: _host_loop,
+    Allreduce: _host_call,  # MPI on host copies, for now (no CUDA-aware MPI, no NCCL)
+    Softmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=False),
+    LogSoftmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=True),
+    SoftmaxCrossEntropy: _sce,
+    TakeGrad: _take_grad,
+    Argmax: _argmax,
+    **CONV_OPS,
 }

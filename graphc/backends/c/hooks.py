@@ -1,0 +1,63 @@
+"""The C (OpenMP) language hooks of the C-family templates (`graphc.backends.cfamily`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ...core import Var
+from ..cexpr import C_TYPES
+
+HEAD = "static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
+
+
+def c_function(name: str, body: str) -> str:
+    """A kernel function: B (buffers) and D (integers) in, 0 or an error code out."""
+    return HEAD.format(name=name) + body + "\n  return 0;\n}"
+
+
+class CHooks:
+    """Mixed into CEmitter: how C spells each hook a template calls."""
+
+    restrict = "restrict"
+
+    def kernel(self, name: str, body: str, label: str, work: Callable, index: int) -> str:
+        return c_function(name, body)
+
+    def once(self, stmt: str) -> str:
+        return f"  {stmt}\n"
+
+    def flat_loop(self, total: str, stmt: str, cost: int = 1, var: str = "i") -> str:
+        """Threads over `var` < total when the work (`cost` per element) is worth waking them."""
+        limit = "GC_PAR_MIN" if cost == 1 else f"GC_PAR_MIN / {cost}"
+        return (f"  #pragma omp parallel for if(({total}) > {limit}) schedule(static)\n"
+                f"  for (int64_t {var} = 0; {var} < ({total}); {var}++) {{ {stmt} }}\n")
+
+    def rows_loop(self, rows: str, cols: str, stmt: str, pre: str = "") -> str:
+        """Threads over rows r, a vectorisable inner loop over q (`pre` once per row)."""
+        return (f"  #pragma omp parallel for if(({rows})*({cols}) > GC_PAR_MIN) schedule(static)\n"
+                f"  for (int64_t r = 0; r < ({rows}); r++) {{\n" + (f"    {pre}\n" if pre else "")
+                + f"    for (int64_t q = 0; q < ({cols}); q++) {{ {stmt} }}\n  }}\n")
+
+    def nd_loop(self, sizes: list[str], stmt: str) -> str:
+        code = stmt
+        for j in reversed(range(len(sizes))):
+            code = f"for (int64_t i{j} = 0; i{j} < {sizes[j]}; i{j}++) {{ {code} }}"
+        return f"  {code}\n"
+
+    def zero(self, v: Var, index: int) -> str:
+        return f"  memset({self.ptr(v, const=False)}, 0, sizeof({C_TYPES[v.dtype]})*({self.size(v)}));\n"
+
+    def index_check(self, idx: Var, size: str, size_fn: Callable, index: int, op: str, axis: int) -> str:
+        """Refuse out-of-range indices before anything is written: the kernel returns its code,
+        the first bad index and the size go to the error details (GC_ERR) for the message."""
+        code = (index + 1) << 4 | 1
+        self.errors[code] = (IndexError, op + ": index {0} is out of range for axis " + str(axis) + " of size {1}")
+        return f"""  {{ const {C_TYPES[idx.dtype]} *restrict ix = {self.ptr(idx)}; const int64_t ni = {self.size(idx)};
+    int64_t bad = 0;
+    for (int64_t j = 0; j < ni; j++) bad |= (ix[j] < -({size})) | (ix[j] >= ({size}));
+    if (bad) {{
+      for (int64_t j = 0; j < ni; j++)
+        if (ix[j] < -({size}) || ix[j] >= ({size})) {{ GC_ERR[0] = (int64_t)ix[j]; GC_ERR[1] = {size}; break; }}
+      return {code};
+    }} }}
+"""
