@@ -46,15 +46,12 @@ from __future__ import annotations
 import os
 
 from ...ops.conv import (
-    AvgPool2D,
     AvgPool2DGrad,
     Conv2D,
     Conv2DGradInput,
     Conv2DGradWeight,
     MaxPool2D,
-    MaxPool2DGather,
     MaxPool2DGrad,
-    Upsample2D,
 )
 from ..cexpr import C_TYPES
 from .hooks import c_function
@@ -589,22 +586,6 @@ def _max_pool_grad(em, name, node, index, label=""):
     return _fn(name, body)
 
 
-def _max_pool_gather(em, name, node, index, label=""):
-    x, idx = node.inputs
-    y = node.outputs[0]
-    ct = C_TYPES[x.dtype]
-    hw = x.shape[2] * x.shape[3]
-    per = idx.shape[2] * idx.shape[3]
-    body = f"""  const {ct} *restrict x = {em.ptr(x)};
-  const int32_t *restrict ix = {em.ptr(idx)};
-  {ct} *restrict y = {em.ptr(y, const=False)};
-  const int64_t planes = {_planes(em, idx)};
-  #pragma omp parallel for if(planes*{per}LL > GC_PAR_MIN) schedule(static)
-  for (int64_t q = 0; q < planes; q++)
-    for (int64_t p = 0; p < {per}; p++) y[q*{per}LL + p] = x[q*{hw}LL + ix[q*{per}LL + p]];"""
-    return _fn(name, body)
-
-
 def _avg_pool_common(op, in_hw, out_hw):
     h, w = in_hw
     ho, wo = out_hw
@@ -621,30 +602,6 @@ def _avg_pool_common(op, in_hw, out_hw):
 
 _WINDOW = """const int64_t h0 = oh*SH - PT, ha = h0 < 0 ? 0 : h0, hb = h0 + KH > H ? H : h0 + KH;
         const int64_t w0 = ow*SW - PL, wa = w0 < 0 ? 0 : w0, wb = w0 + KW > W ? W : w0 + KW;"""
-
-
-def _avg_pool(em, name, node, index, label=""):
-    x = node.inputs[0]
-    y = node.outputs[0]
-    ct = C_TYPES[x.dtype]
-    enum, div = _avg_pool_common(node.op, x.shape[2:], y.shape[2:])
-    body = f"""  const {ct} *restrict x = {em.ptr(x)};
-  {ct} *restrict y = {em.ptr(y, const=False)};
-  {enum}
-  const int64_t planes = {_planes(em, x)};
-  #pragma omp parallel for if(planes*HO*WO*KH*KW > GC_PAR_MIN) schedule(static)
-  for (int64_t q = 0; q < planes; q++) {{
-    const {ct} *restrict xp = x + q*(H*W);
-    for (int64_t oh = 0; oh < HO; oh++)
-      for (int64_t ow = 0; ow < WO; ow++) {{
-        {_WINDOW}
-        {ct} s = 0;
-        for (int64_t ih = ha; ih < hb; ih++)
-          for (int64_t iw = wa; iw < wb; iw++) s += xp[ih*W + iw];
-        y[(q*HO + oh)*WO + ow] = s / ({ct}){div};
-      }}
-  }}"""
-    return _fn(name, body)
 
 
 def _avg_pool_grad(em, name, node, index, label=""):
@@ -672,34 +629,11 @@ def _avg_pool_grad(em, name, node, index, label=""):
     return _fn(name, body)
 
 
-def _upsample(em, name, node, index, label=""):
-    x = node.inputs[0]
-    y = node.outputs[0]
-    ct = C_TYPES[x.dtype]
-    _, _, h, w = x.shape
-    sh, sw = node.op.scale
-    body = f"""  const {ct} *restrict x = {em.ptr(x)};
-  {ct} *restrict y = {em.ptr(y, const=False)};
-  enum {{ H = {h}, W = {w}, SH = {sh}, SW = {sw} }};
-  const int64_t planes = {_planes(em, x)};
-  #pragma omp parallel for if(planes*H*W*SH*SW > GC_PAR_MIN) schedule(static)
-  for (int64_t q = 0; q < planes; q++)
-    for (int64_t oh = 0; oh < H*SH; oh++) {{
-      const {ct} *restrict src = x + (q*H + oh / SH)*W;
-      {ct} *restrict dst = y + (q*H*SH + oh)*(W*SW);
-      for (int64_t ow = 0; ow < W*SW; ow++) dst[ow] = src[ow / SW];
-    }}"""
-    return _fn(name, body)
-
-
 OPS = {
     Conv2D: _conv_forward,
     Conv2DGradInput: _conv_grad_input,
     Conv2DGradWeight: _conv_grad_weight,
     MaxPool2D: _max_pool,
     MaxPool2DGrad: _max_pool_grad,
-    MaxPool2DGather: _max_pool_gather,
-    AvgPool2D: _avg_pool,
     AvgPool2DGrad: _avg_pool_grad,
-    Upsample2D: _upsample,
 }

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ...core import Var
+from ..cexpr import C_TYPES
 
 Shapes = dict  # id(Var) -> call-time shape
 
@@ -99,3 +100,8 @@ def transpose_mapping(x: Var, perm: tuple[int, ...]) -> Callable[[Shapes], tuple
         return 0, [(xs[p], strides[p]) for p in perm]
 
     return mapping
+
+
+def local(em, v, name: str, const: bool = True) -> str:
+    """Declaration of a no-alias local pointer `name` to v's buffer."""
+    return f"  {'const ' if const else ''}{C_TYPES[v.dtype]} *{em.restrict} {name} = {em.ptr(v, const)};\n"

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from ...ops.conv import AvgPool2D, MaxPool2DGather, Upsample2D
 from ..cexpr import C_TYPES
-from .index import numel
-from .templates import local
+from .index import local, numel
 
 
 def _planes(em, v) -> str:

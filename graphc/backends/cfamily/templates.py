@@ -12,12 +12,8 @@ from __future__ import annotations
 from ...ops.random import Random
 from ...ops.shape import Concatenate, Dim, OneHot, Split, Subtensor, SubtensorGrad, Take, Transpose
 from ..cexpr import C_TYPES
-from .index import numel, prod, split3, split3_fn, subtensor_mapping, transpose_mapping
-
-
-def local(em, v, name: str, const: bool = True) -> str:
-    """Declaration of a no-alias local pointer `name` to v's buffer."""
-    return f"  {'const ' if const else ''}{C_TYPES[v.dtype]} *{em.restrict} {name} = {em.ptr(v, const)};\n"
+from .index import local, numel, prod, split3, split3_fn, subtensor_mapping, transpose_mapping
+from .pool import POOL_TEMPLATES
 
 
 def dim(em, name, node, index, label):
@@ -124,5 +120,5 @@ def transpose(em, name, node, index, label):
 
 
 #: the templates, by op class
-TEMPLATES = {Dim: dim, OneHot: one_hot, Random: random, Take: take, Concatenate: concatenate, Split: split,
-             Subtensor: getitem, SubtensorGrad: subtensor_grad, Transpose: transpose}
+TEMPLATES = {**POOL_TEMPLATES, Dim: dim, OneHot: one_hot, Random: random, Take: take, Concatenate: concatenate,
+             Split: split, Subtensor: getitem, SubtensorGrad: subtensor_grad, Transpose: transpose}

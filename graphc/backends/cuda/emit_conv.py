@@ -11,15 +11,12 @@ and exact; the fast path for large convolutions is future work.)
 from __future__ import annotations
 
 from ...ops.conv import (
-    AvgPool2D,
     AvgPool2DGrad,
     Conv2D,
     Conv2DGradInput,
     Conv2DGradWeight,
     MaxPool2D,
-    MaxPool2DGather,
     MaxPool2DGrad,
-    Upsample2D,
 )
 from ..cexpr import C_TYPES
 from .emit import WARPS, blocks_for, lanes, numel, shape_of
@@ -176,17 +173,6 @@ def _max_pool_grad(em, name, node, index, label):
     em.finish(name, _flat(em, f"({N}) * {C * ho * wo}", lines), label, blocks_for(numel(g)), index)
 
 
-def _max_pool_gather(em, name, node, index, label):
-    x, idx = node.inputs
-    out = node.outputs[0]
-    N = em.dim(idx, 0)
-    _, C, ho, wo = idx.shape
-    H, W = x.shape[2:]
-    X, IX, Y = em.ptr(x), em.ptr(idx), em.ptr(out, const=False)
-    lines = [f"{Y}[t] = {X}[(t / {ho * wo}) * {H * W} + {IX}[t]];"]
-    em.finish(name, _flat(em, f"({N}) * {C * ho * wo}", lines), label, blocks_for(numel(out)), index)
-
-
 def _window_count(op, i: str, j: str, H: int, W: int) -> str:
     """C expression: what window (i, j)'s sum is divided by."""
     (kh, kw), (sh, sw), (pt, _, pl, _) = op.size, op.stride, op.padding
@@ -195,32 +181,6 @@ def _window_count(op, i: str, j: str, H: int, W: int) -> str:
     rows = f"(gc_minll({i} * {sh} - {pt} + {kh}, {H}LL) - gc_maxll({i} * {sh} - {pt}, 0LL))"
     cols = f"(gc_minll({j} * {sw} - {pl} + {kw}, {W}LL) - gc_maxll({j} * {sw} - {pl}, 0LL))"
     return f"({rows} * {cols})"
-
-
-def _avg_pool(em, name, node, index, label):
-    x = node.inputs[0]
-    y = node.outputs[0]
-    op = node.op
-    ct = C_TYPES[y.dtype]
-    N = em.dim(x, 0)
-    _, C, H, W = x.shape
-    ho, wo = y.shape[2:]
-    (kh, kw), (sh, sw), (pt, _, pl, _) = op.size, op.stride, op.padding
-    X, Y = em.ptr(x), em.ptr(y, const=False)
-    lines = [
-        f"const long long j = t % {wo}, i = (t / {wo}) % {ho}, plane = t / ({wo * ho});",
-        f"const {ct} *xp = {X} + plane * {H * W};",
-        f"{ct} s = 0;",
-        f"for (int p = 0; p < {kh}; p++) {{",
-        f"  const long long ih = i * {sh} - {pt} + p; if (ih < 0 || ih >= {H}) continue;",
-        f"  for (int q = 0; q < {kw}; q++) {{",
-        f"    const long long iw = j * {sw} - {pl} + q; if (iw < 0 || iw >= {W}) continue;",
-        f"    s += xp[ih * {W} + iw];",
-        "  }",
-        "}",
-        f"{Y}[t] = s / ({ct}){_window_count(op, 'i', 'j', H, W)};",
-    ]
-    em.finish(name, _flat(em, f"({N}) * {C * ho * wo}", lines), label, blocks_for(numel(y)), index)
 
 
 def _avg_pool_grad(em, name, node, index, label):
@@ -249,27 +209,11 @@ def _avg_pool_grad(em, name, node, index, label):
     em.finish(name, _flat(em, f"({N}) * {C * H * W}", lines), label, blocks_for(numel(out)), index)
 
 
-def _upsample(em, name, node, index, label):
-    x = node.inputs[0]
-    y = node.outputs[0]
-    sh, sw = node.op.scale
-    N = em.dim(x, 0)
-    _, C, H, W = x.shape
-    ho, wo = y.shape[2:]
-    X, Y = em.ptr(x), em.ptr(y, const=False)
-    lines = [f"const long long j = t % {wo}, i = (t / {wo}) % {ho}, plane = t / ({wo * ho});",
-             f"{Y}[t] = {X}[(plane * {H} + i / {sh}) * {W} + j / {sw}];"]
-    em.finish(name, _flat(em, f"({N}) * {C * ho * wo}", lines), label, blocks_for(numel(y)), index)
-
-
 OPS = {
     Conv2D: _conv_forward,
     Conv2DGradInput: _conv_grad_input,
     Conv2DGradWeight: _conv_grad_weight,
     MaxPool2D: _max_pool,
     MaxPool2DGrad: _max_pool_grad,
-    MaxPool2DGather: _max_pool_gather,
-    AvgPool2D: _avg_pool,
     AvgPool2DGrad: _avg_pool_grad,
-    Upsample2D: _upsample,
 }
