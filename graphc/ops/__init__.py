@@ -65,7 +65,15 @@ from .elementwise import (
     where,
 )
 from .linalg import Matmul, matmul
-from .nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, log_softmax, softmax, softmax_cross_entropy
+from .nn import (
+    LogSoftmax,
+    Softmax,
+    SoftmaxCrossEntropy,
+    SoftmaxCrossEntropyGrad,
+    log_softmax,
+    softmax,
+    softmax_cross_entropy,
+)
 from .reduce import Argmax, Reduce, argmax, logsumexp, max, mean, min, sum
 from .registry import REGISTRY, Case, register
 from .shape import (

@@ -102,30 +102,65 @@ class SoftmaxCrossEntropy(Op):
         return (np.where(valid, -picked, 0).astype(z.dtype),)
 
     def vjp(self, node, cotangents):
-        # (softmax(z) * valid - one_hot(t)) * g, written so that fusion makes it one elementwise
-        # loop after two row reductions: softmax as exp(z - logsumexp(z)) (no softmax matrix
-        # is stored and read back), the one-hot row as the comparison t == column (no one-hot
-        # matrix), and `valid` (0 for a label outside [0, C): no gradient) from t itself
-        from ..core import constant
-        from .elementwise import cast, divide, equal, exp, greater_equal, less, multiply, subtract, where
-        from .reduce import max, sum
-        from .shape import ExpandDims, stop_gradient
-
-        (g, ) = cotangents
+        (g,) = cotangents
         z, t = node.inputs
+        return [SoftmaxCrossEntropyGrad()(g, z, t), None]
+
+
+@dataclass(frozen=True)
+class SoftmaxCrossEntropyGrad(Op):
+    """The gradient of `softmax_cross_entropy` w.r.t. its logits, ``g[..., None] *
+    (softmax(z) * valid - one_hot(t))``, as one kernel: each row's max, sum of exponentials and
+    result are computed while the row is in cache (as separate reductions and elementwise
+    loops, the gradient streamed the logits from memory four times and took three exps per
+    element). The softmax is exp(z - m) / sum(exp(z - m)) with m the row max (an infinite max
+    counts as 0), exactly as the forward shifts; ``valid`` is 0 for a label outside [0, C).
+
+    Inputs: g (...) the cotangent of the per-example losses, z (..., C), t (...) int labels.
+    """
+
+    def infer(self, g, z, t):
+        if g.dtype != z.dtype or g.shape != z.shape[:-1] or t.shape != z.shape[:-1] or not is_int(t.dtype):
+            raise shape_error("softmax_cross_entropy (gradient)",
+                              f"cotangent {g.dtype}{g.shape} and labels {t.dtype}{t.shape} do not match "
+                              f"logits {z.dtype}{z.shape}")
+        return (TensorType(z.dtype, z.shape),)
+
+    def infer_shape(self, node, shapes):
+        return [tuple(shapes[1])]
+
+    def perform(self, node, g, z, t):
         c = z.shape[-1]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            m = np.max(z, -1, keepdims=True) if c else np.zeros(z.shape[:-1] + (1,), z.dtype)
+            m = np.where(m - m == 0, m, 0)
+            e = np.exp(z - m)
+            p = e / np.sum(e, -1, keepdims=True)
+            ti = t[..., None]
+            hot = (ti == np.arange(c)).astype(z.dtype)
+            valid = ((ti >= 0) & (ti < c)).astype(z.dtype)
+            return (np.asarray(g[..., None] * (p * valid - hot), dtype=z.dtype),)
+
+    def vjp(self, node, cotangents):
+        # y = g * (valid * p - hot): dy/dg = valid * p - hot; through p (softmax' jacobian),
+        # dz = p * (u - sum(u * p)) with u = c * g * valid
+        from ..core import constant
+        from .elementwise import cast, equal, greater_equal, less, multiply, subtract
+        from .reduce import sum
+        from .shape import ExpandDims
+
+        (c,) = cotangents
+        g, z, t = node.inputs
         last = ExpandDims((z.ndim - 1,))
-        # exp(z - m) / sum(exp(z - m)): shifting by the row max (softmax does not depend on the
-        # shift, so no gradient flows through it) is exact, where z - logsumexp(z) would round
-        # logsumexp at the size of z
-        m = stop_gradient(max(z, -1, keepdims=True))
-        m = where(equal(subtract(m, m), 0), m, 0)  # an infinite max (all -inf row) must not give nan
-        e = exp(subtract(z, m))
-        p = divide(e, sum(e, -1, keepdims=True))
+        n = z.shape[-1]
+        p = Softmax(z.ndim - 1)(z)
         ti = last(t)
-        hot = cast(equal(ti, constant(np.arange(c, dtype=t.dtype))), z.dtype)
-        valid = multiply(cast(greater_equal(ti, 0), z.dtype), cast(less(ti, c), z.dtype))
-        return [multiply(last(g), subtract(multiply(p, valid), hot)), None]
+        hot = cast(equal(ti, constant(np.arange(n, dtype=t.dtype))), z.dtype)
+        valid = multiply(cast(greater_equal(ti, 0), z.dtype), cast(less(ti, n), z.dtype))
+        dg = sum(multiply(c, subtract(multiply(p, valid), hot)), -1)
+        u = multiply(c, multiply(last(g), valid))
+        dz = multiply(p, subtract(u, sum(multiply(u, p), -1, keepdims=True)))
+        return [dg, dz, None]
 
 
 def _float(x):

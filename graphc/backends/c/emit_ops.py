@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...core import Var
-from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
+from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
 from ...ops.reduce import Argmax
 from ...ops.shape import TakeGrad
 from ..cexpr import C_TYPES
@@ -174,6 +174,37 @@ def _sce(em, name, node, index, label):
     return _fn(name, body)
 
 
+def _sce_grad(em, name, node, index, label):
+    """One row at a time, in cache: its max, e = exp(z - max) stored in y with the sum, then
+    y = g * (e / sum * valid - hot)."""
+    g, z, t = node.inputs
+    out = node.outputs[0]
+    ct, tt = C_TYPES[z.dtype], C_TYPES[t.dtype]
+    sfx = "f" if z.dtype == "float32" else ""
+    body = f"""  const {ct} *restrict gv = {em.ptr(g)};
+  const {ct} *restrict z = {em.ptr(z)};
+  const {tt} *restrict t = {em.ptr(t)};
+  {ct} *restrict y = {em.ptr(out, const=False)};
+  const int64_t rows = {em.size(t)}, C = {em.dim(z, z.ndim - 1)};
+  #pragma omp parallel for if(rows*C > GC_PAR_MIN) schedule(static)
+  for (int64_t r = 0; r < rows; r++) {{
+    const {ct} *restrict zr = z + r*C;
+    {ct} *restrict yr = y + r*C;
+    const int64_t label = (int64_t)t[r];
+    const {ct} valid = (label >= 0 && label < C) ? 1 : 0, gr = gv[r];
+    {ct} mx = -INFINITY;
+    #pragma omp simd reduction(max:mx)
+    for (int64_t j = 0; j < C; j++) mx = zr[j] > mx ? zr[j] : mx;
+    if (!(mx - mx == 0)) mx = 0;  /* an infinite max counts as 0 (a NaN in the row stays NaN) */
+    {ct} s = 0;
+    #pragma omp simd reduction(+:s)
+    for (int64_t j = 0; j < C; j++) {{ const {ct} e = gc_exp{sfx}(zr[j] - mx); yr[j] = e; s += e; }}
+    #pragma omp simd
+    for (int64_t j = 0; j < C; j++) yr[j] = gr * ((yr[j] / s) * valid - (j == label ? ({ct})1 : ({ct})0));
+  }}"""
+    return _fn(name, body)
+
+
 def _take_grad(em, name, node, index, label):
     g, idx, like = node.inputs
     out = node.outputs[0]
@@ -225,6 +256,7 @@ OPS = KernelTable("C", TEMPLATES) | {
     Softmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=False),
     LogSoftmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=True),
     SoftmaxCrossEntropy: _sce,
+    SoftmaxCrossEntropyGrad: _sce_grad,
     TakeGrad: _take_grad,
     Argmax: _argmax,
     **CONV_OPS,

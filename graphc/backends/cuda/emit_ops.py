@@ -13,7 +13,7 @@ import numpy as np
 from ...core import Var
 from ...ops.collective import Allreduce
 from ...ops.control import Scan
-from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy
+from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
 from ...ops.reduce import Argmax
 from ...ops.shape import TakeGrad
 from ..cexpr import C_TYPES
@@ -231,6 +231,39 @@ def _sce(em, name, node, index, label):
     em.finish(name, body, label, _line_blocks(rows_fn, c_fn, lambda s: False), index)
 
 
+def _sce_grad(em, name, node, index, label):
+    """A group of lanes per row: the row max, e = exp(z - max) stored in y with its group sum,
+    then each lane rescales the elements it wrote: y = g * (e / sum * valid - hot)."""
+    g, z, t = node.inputs
+    out = node.outputs[0]
+    ct = C_TYPES[z.dtype]
+    sfx = "f" if z.dtype == "float32" else ""
+    rows_fn, c_fn = numel(t), (lambda s: shape_of(z, s)[-1])
+    lane_d = em.param(("lanes", name), lambda s: lanes(rows_fn(s), c_fn(s)))
+    G, Z, T, Y = em.ptr(g), em.ptr(z), em.ptr(t), em.ptr(out, const=False)
+    body = f"""  __shared__ {ct} shm_max[{WARPS}];
+  __shared__ {ct} shm_sum[{WARPS}];
+  const long long rows = {em.size(t)}, C = {em.dim(z, z.ndim - 1)};
+{_group_loop(lane_d, "rb", "rows")}    const long long r = rb + grp;
+    const bool ok = r < rows;
+    const long long label = ok ? (long long){T}[r] : -1;
+    const {ct} valid = (label >= 0 && label < C) ? ({ct})1 : ({ct})0, gr = ok ? {G}[r] : ({ct})0;
+    const {ct} *zr = {Z} + (ok ? r * C : 0);
+    {ct} *yr = {Y} + (ok ? r * C : 0);
+    {ct} mx = -INFINITY;
+    if (ok) for (long long j = lane; j < C; j += L) {{ const {ct} v = zr[j]; mx = v > mx ? v : mx; }}
+    mx = gc_group_reduce(mx, L, GcMax(), shm_max);
+    if (!(mx - mx == 0)) mx = ({ct})0;
+    {ct} s = 0;
+    if (ok) for (long long j = lane; j < C; j += L) {{ const {ct} e = gc_exp{sfx}(zr[j] - mx); yr[j] = e; s += e; }}
+    s = gc_group_reduce(s, L, GcSum(), shm_sum);
+    if (ok)
+      for (long long j = lane; j < C; j += L) yr[j] = gr * ((yr[j] / s) * valid - (j == label ? ({ct})1 : ({ct})0));
+  }}
+"""
+    em.finish(name, body, label, _line_blocks(rows_fn, c_fn, lambda s: False), index)
+
+
 def _take_grad(em, name, node, index, label):
     g, idx, _like = node.inputs
     out = node.outputs[0]
@@ -295,6 +328,7 @@ OPS = KernelTable("CUDA", TEMPLATES) | {
     Softmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=False),
     LogSoftmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=True),
     SoftmaxCrossEntropy: _sce,
+    SoftmaxCrossEntropyGrad: _sce_grad,
     TakeGrad: _take_grad,
     Argmax: _argmax,
     **CONV_OPS,
