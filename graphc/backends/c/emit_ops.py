@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ...core import Var
-from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
 from ...ops.reduce import Argmax
 from ...ops.shape import TakeGrad
 from ..cexpr import C_TYPES
@@ -115,96 +114,6 @@ def op_kernel(em, name: str, k, index: int) -> str:
     return OPS.lookup(node.op)(em, name, node, index, k.label)
 
 
-def _softmax_like(em, name, node, index, label, log: bool):
-    x, out = node.inputs[0], node.outputs[0]
-    ct = C_TYPES[x.dtype]
-    sfx = "f" if x.dtype == "float32" else ""
-    outer, n, inner = split3(em, x, node.op.axis)
-    write = ("y[base + j*inner] = (x[base + j*inner] - mx) - lse;" if log else
-             f"y[base + j*inner] = gc_exp{sfx}(x[base + j*inner] - mx) * inv;")
-    body = f"""  const {ct} *restrict x = {em.ptr(x)};
-  {ct} *restrict y = {em.ptr(out, const=False)};
-  const int64_t outer = {outer}, n = {n}, inner = {inner};
-  #pragma omp parallel for if(outer*n*inner > GC_PAR_MIN) schedule(static)
-  for (int64_t line = 0; line < outer*inner; line++) {{
-    const int64_t base = (line / inner) * n * inner + (line % inner);
-    {ct} mx = -INFINITY;
-    int nan = 0;  /* NaN wins (NumPy), tracked apart so that the max loop vectorises */
-    #pragma omp simd reduction(max:mx) reduction(|:nan)
-    for (int64_t j = 0; j < n; j++) {{ {ct} v = x[base + j*inner]; mx = v > mx ? v : mx; nan |= v != v; }}
-    if (nan) mx = NAN;
-    if (!(mx - mx == 0)) mx = (mx != mx) ? mx : 0;  /* an infinite max must not make inf-inf */
-    double s = 0;
-    #pragma omp simd reduction(+:s)
-    for (int64_t j = 0; j < n; j++) s += gc_exp{sfx}(x[base + j*inner] - mx);
-    const {ct} lse = ({ct})log(s); const {ct} inv = ({ct})(1.0 / s);
-    (void)lse; (void)inv;
-    for (int64_t j = 0; j < n; j++) {write}
-  }}"""
-    return _fn(name, body)
-
-
-def _sce(em, name, node, index, label):
-    z, t = node.inputs
-    out = node.outputs[0]
-    ct, tt = C_TYPES[z.dtype], C_TYPES[t.dtype]
-    sfx = "f" if z.dtype == "float32" else ""
-    c = em.dim(z, z.ndim - 1)
-    rows = em.size(t)
-    body = f"""  const {ct} *restrict z = {em.ptr(z)};
-  const {tt} *restrict t = {em.ptr(t)};
-  {ct} *restrict y = {em.ptr(out, const=False)};
-  const int64_t rows = {rows}, C = {c};
-  #pragma omp parallel for if(rows*C > GC_PAR_MIN) schedule(static)
-  for (int64_t r = 0; r < rows; r++) {{
-    const {ct} *zr = z + r*C;
-    const int64_t label = (int64_t)t[r];
-    if (label < 0 || label >= C) {{ y[r] = 0; continue; }}  /* like one_hot: selects nothing */
-    {ct} mx = -INFINITY;
-    int nan = 0;  /* NaN wins (NumPy), tracked apart so that the max loop vectorises */
-    #pragma omp simd reduction(max:mx) reduction(|:nan)
-    for (int64_t j = 0; j < C; j++) {{ {ct} v = zr[j]; mx = v > mx ? v : mx; nan |= v != v; }}
-    if (nan) mx = NAN;
-    if (!(mx - mx == 0)) mx = (mx != mx) ? mx : 0;
-    double s = 0;
-    #pragma omp simd reduction(+:s)
-    for (int64_t j = 0; j < C; j++) s += gc_exp{sfx}(zr[j] - mx);
-    y[r] = ({ct})(log(s) - (double)(zr[label] - mx));
-  }}"""
-    return _fn(name, body)
-
-
-def _sce_grad(em, name, node, index, label):
-    """One row at a time, in cache: its max, e = exp(z - max) stored in y with the sum, then
-    y = g * (e / sum * valid - hot)."""
-    g, z, t = node.inputs
-    out = node.outputs[0]
-    ct, tt = C_TYPES[z.dtype], C_TYPES[t.dtype]
-    sfx = "f" if z.dtype == "float32" else ""
-    body = f"""  const {ct} *restrict gv = {em.ptr(g)};
-  const {ct} *restrict z = {em.ptr(z)};
-  const {tt} *restrict t = {em.ptr(t)};
-  {ct} *restrict y = {em.ptr(out, const=False)};
-  const int64_t rows = {em.size(t)}, C = {em.dim(z, z.ndim - 1)};
-  #pragma omp parallel for if(rows*C > GC_PAR_MIN) schedule(static)
-  for (int64_t r = 0; r < rows; r++) {{
-    const {ct} *restrict zr = z + r*C;
-    {ct} *restrict yr = y + r*C;
-    const int64_t label = (int64_t)t[r];
-    const {ct} valid = (label >= 0 && label < C) ? 1 : 0, gr = gv[r];
-    {ct} mx = -INFINITY;
-    #pragma omp simd reduction(max:mx)
-    for (int64_t j = 0; j < C; j++) mx = zr[j] > mx ? zr[j] : mx;
-    if (!(mx - mx == 0)) mx = 0;  /* an infinite max counts as 0 (a NaN in the row stays NaN) */
-    {ct} s = 0;
-    #pragma omp simd reduction(+:s)
-    for (int64_t j = 0; j < C; j++) {{ const {ct} e = gc_exp{sfx}(zr[j] - mx); yr[j] = e; s += e; }}
-    #pragma omp simd
-    for (int64_t j = 0; j < C; j++) yr[j] = gr * ((yr[j] / s) * valid - (j == label ? ({ct})1 : ({ct})0));
-  }}"""
-    return _fn(name, body)
-
-
 def _take_grad(em, name, node, index, label):
     g, idx, like = node.inputs
     out = node.outputs[0]
@@ -253,10 +162,6 @@ def _argmax(em, name, node, index, label):
 #: C's kernels: the shared templates, and C's own algorithms where they differ from CUDA's (lines
 #: reduced by one thread with SIMD, a scatter-add parallel over rows, im2col + OpenBLAS)
 OPS = KernelTable("C", TEMPLATES) | {
-    Softmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=False),
-    LogSoftmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=True),
-    SoftmaxCrossEntropy: _sce,
-    SoftmaxCrossEntropyGrad: _sce_grad,
     TakeGrad: _take_grad,
     Argmax: _argmax,
     **CONV_OPS,

@@ -20,7 +20,7 @@ class CHooks:
 
     restrict = "restrict"
 
-    def kernel(self, name: str, body: str, label: str, work: Callable, index: int) -> str:
+    def kernel(self, name: str, body: str, label: str, work: Callable, index: int, launch=None) -> str:
         return c_function(name, body)
 
     def once(self, stmt: str) -> str:
@@ -61,3 +61,27 @@ class CHooks:
       return {code};
     }} }}
 """
+
+    # -- lines: one thread per line, SIMD along it ------------------------------------------------
+    def line_loop(self, name: str, count: str, work: str, fns, reductions, body: str) -> str:
+        return (f"  #pragma omp parallel for if(({work}) > GC_PAR_MIN) schedule(static)\n"
+                f"  for (int64_t line = 0; line < ({count}); line++) {{\n    const int ok = 1; (void)ok;\n"
+                + body + "  }\n")
+
+    def line_reduce(self, kind: str, var: str, ty: str, n: str, expr: str, each: str = "") -> str:
+        init, clause, combine = ("-INFINITY", "max", f"{var} = v > {var} ? v : {var};") if kind == "max" else \
+            ("0", "+", f"{var} += v;")
+        return (f"    {ty} {var} = {init};\n    #pragma omp simd reduction({clause}:{var})\n"
+                f"    for (int64_t j = 0; j < ({n}); j++) {{ const {ty} v = {expr}; {each} {combine} }}\n")
+
+    def line_each(self, n: str, stmt: str) -> str:
+        return f"    for (int64_t j = 0; j < ({n}); j++) {{ {stmt} }}\n"
+
+    def line_once(self, stmt: str) -> str:
+        return f"    {stmt}\n"
+
+    def wide(self, ty: str) -> str:
+        return "double"  # sums of exponentials: cheap on a CPU, and float rows may be long
+
+    def line_launch(self, fns) -> None:
+        return None

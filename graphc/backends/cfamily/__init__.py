@@ -12,8 +12,9 @@ between the languages, its *hooks*:
 - ``em.index_check(idx, size, size_fn, index, op, axis)``: the error channel refusing
   out-of-range indices before anything is written (C: a return code; CUDA: errinfo and an
   `IndexCheck` the host raises from);
-- ``em.kernel(name, body, label, work, index)``: close the kernel (C: a function; CUDA: a
-  `__global__` function and its launch over ``work(shapes)`` threads).
+- ``em.kernel(name, body, label, work, index, launch)``: close the kernel (C: a function; CUDA:
+  a `__global__` function and its launch over ``work(shapes)`` threads, or `launch` blocks);
+- the line hooks of `lines.py` (a reduction along each line, then a write along it).
 
 A backend overrides a template only where its algorithm differs (OpenBLAS/cuBLAS calls,
 im2col against direct convolution, lines reduced by one thread or by a group of lanes).

@@ -13,6 +13,7 @@ from ...ops.random import Random
 from ...ops.shape import Concatenate, Dim, OneHot, Split, Subtensor, SubtensorGrad, Take, Transpose
 from ..cexpr import C_TYPES
 from .index import local, numel, prod, split3, split3_fn, subtensor_mapping, transpose_mapping
+from .lines import LINE_TEMPLATES
 from .pool import POOL_TEMPLATES
 
 
@@ -120,5 +121,6 @@ def transpose(em, name, node, index, label):
 
 
 #: the templates, by op class
-TEMPLATES = {**POOL_TEMPLATES, Dim: dim, OneHot: one_hot, Random: random, Take: take, Concatenate: concatenate,
+TEMPLATES = {**POOL_TEMPLATES, **LINE_TEMPLATES,
+             Dim: dim, OneHot: one_hot, Random: random, Take: take, Concatenate: concatenate,
              Split: split, Subtensor: getitem, SubtensorGrad: subtensor_grad, Transpose: transpose}

@@ -13,24 +13,15 @@ import numpy as np
 from ...core import Var
 from ...ops.collective import Allreduce
 from ...ops.control import Scan
-from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
 from ...ops.reduce import Argmax
 from ...ops.shape import TakeGrad
 from ..cexpr import C_TYPES
 from ..cfamily import KernelTable
 from ..cfamily.index import batch_strides, split3, split3_fn
 from ..cfamily.templates import TEMPLATES
-from .emit import BLOCK, WARPS, Gemm, HostCall, HostLoop, Memset, blocks_for, lanes, nbytes, numel, shape_of
+from .emit import WARPS, Gemm, HostCall, HostLoop, Memset, blocks_for, lanes, nbytes, numel, shape_of
 from .emit_conv import OPS as CONV_OPS
-
-
-def _line_blocks(lines_fn, length_fn, strided_fn):
-    def blocks(shapes):
-        n_lines = lines_fn(shapes)
-        return -(-n_lines // (BLOCK // lanes(n_lines, length_fn(shapes), strided_fn(shapes))))
-
-    return blocks
-
+from .hooks import group_loop, line_blocks
 
 # -- matmul ------------------------------------------------------------------------------------
 
@@ -156,114 +147,6 @@ def _host_loop(em, name, node, index, label):
     em.steps.append(HostLoop(node, [em.slot(x) for x in node.inputs], [em.slot(y) for y in node.outputs], index))
 
 
-def _group_loop(lane_d: str, var: str, count: str) -> str:
-    """Groups of L lanes (L from D) each take one item of `count`; `var` is the group's first item
-    of a block-uniform grid-stride loop (every thread runs the same iterations: group reductions
-    synchronise the block)."""
-    return (f"  const int L = (int){lane_d};\n"
-            "  const int lane = threadIdx.x & (L - 1), grp = threadIdx.x / L, per = blockDim.x / L;\n"
-            f"  for (long long {var} = (long long)blockIdx.x * per; {var} < {count}; "
-            f"{var} += (long long)gridDim.x * per) {{\n")
-
-
-def _softmax_like(em, name, node, index, label, log: bool):
-    x, out = node.inputs[0], node.outputs[0]
-    ct = C_TYPES[x.dtype]
-    sfx = "f" if x.dtype == "float32" else ""
-    axis = node.op.axis
-    outer, n, inner = split3(em, x, axis)
-    split = split3_fn(x, axis)
-    def lines_fn(s):
-        return split(s)[0] * split(s)[2]
-
-    lane_d = em.param(("lanes", name), lambda s: lanes(lines_fn(s), split(s)[1], split(s)[2] > 1))
-    X, Y = em.ptr(x), em.ptr(out, const=False)
-    write = ("(v - mx) - lse" if log else f"gc_exp{sfx}(v - mx) * inv")
-    body = f"""  __shared__ {ct} shm_max[{WARPS}];
-  __shared__ {ct} shm_sum[{WARPS}];
-  const long long outer = {outer}, n = {n}, inner = {inner}, lines = outer * inner;
-{_group_loop(lane_d, "lb", "lines")}    const long long line = lb + grp;
-    const bool ok = line < lines;
-    const long long base = ok ? (line / inner) * n * inner + (line % inner) : 0;
-    {ct} mx = -INFINITY;
-    if (ok)
-      for (long long j = lane; j < n; j += L) {{ const {ct} v = {X}[base + j*inner]; mx = GcMax()(mx, v); }}
-    mx = gc_group_reduce(mx, L, GcMax(), shm_max);
-    if (!(mx - mx == 0)) mx = (mx != mx) ? mx : ({ct})0;  /* an infinite max must not make inf-inf */
-    {ct} s = 0;
-    if (ok) for (long long j = lane; j < n; j += L) s += gc_exp{sfx}({X}[base + j*inner] - mx);
-    s = gc_group_reduce(s, L, GcSum(), shm_sum);
-    const {ct} lse = gc_log{sfx}(s), inv = ({ct})1 / s;
-    (void)lse; (void)inv;
-    if (ok)
-      for (long long j = lane; j < n; j += L) {{ const {ct} v = {X}[base + j*inner]; {Y}[base + j*inner] = {write}; }}
-  }}
-"""
-    em.finish(name, body, label, _line_blocks(lines_fn, lambda s: split(s)[1], lambda s: split(s)[2] > 1), index)
-
-
-def _sce(em, name, node, index, label):
-    z, t = node.inputs
-    out = node.outputs[0]
-    ct = C_TYPES[z.dtype]
-    sfx = "f" if z.dtype == "float32" else ""
-    rows_fn, c_fn = numel(t), (lambda s: shape_of(z, s)[-1])
-    lane_d = em.param(("lanes", name), lambda s: lanes(rows_fn(s), c_fn(s)))
-    Z, T, Y = em.ptr(z), em.ptr(t), em.ptr(out, const=False)
-    body = f"""  __shared__ {ct} shm_max[{WARPS}];
-  __shared__ {ct} shm_sum[{WARPS}];
-  const long long rows = {em.size(t)}, C = {em.dim(z, z.ndim - 1)};
-{_group_loop(lane_d, "rb", "rows")}    const long long r = rb + grp;
-    const bool ok = r < rows;
-    const long long label = ok ? (long long){T}[r] : 0;
-    const bool valid = ok && label >= 0 && label < C;  /* like one_hot: an out-of-range label selects nothing */
-    const {ct} *zr = {Z} + (valid ? r * C : 0);
-    {ct} mx = -INFINITY;
-    if (valid) for (long long j = lane; j < C; j += L) {{ const {ct} v = zr[j]; mx = (v > mx || v != v) ? v : mx; }}
-    mx = gc_group_reduce(mx, L, GcMax(), shm_max);
-    if (!(mx - mx == 0)) mx = (mx != mx) ? mx : ({ct})0;
-    {ct} s = 0;
-    if (valid) for (long long j = lane; j < C; j += L) s += gc_exp{sfx}(zr[j] - mx);
-    s = gc_group_reduce(s, L, GcSum(), shm_sum);
-    if (ok && lane == 0) {Y}[r] = valid ? ({ct})(gc_log{sfx}(s) - (zr[label] - mx)) : ({ct})0;
-  }}
-"""
-    em.finish(name, body, label, _line_blocks(rows_fn, c_fn, lambda s: False), index)
-
-
-def _sce_grad(em, name, node, index, label):
-    """A group of lanes per row: the row max, e = exp(z - max) stored in y with its group sum,
-    then each lane rescales the elements it wrote: y = g * (e / sum * valid - hot)."""
-    g, z, t = node.inputs
-    out = node.outputs[0]
-    ct = C_TYPES[z.dtype]
-    sfx = "f" if z.dtype == "float32" else ""
-    rows_fn, c_fn = numel(t), (lambda s: shape_of(z, s)[-1])
-    lane_d = em.param(("lanes", name), lambda s: lanes(rows_fn(s), c_fn(s)))
-    G, Z, T, Y = em.ptr(g), em.ptr(z), em.ptr(t), em.ptr(out, const=False)
-    body = f"""  __shared__ {ct} shm_max[{WARPS}];
-  __shared__ {ct} shm_sum[{WARPS}];
-  const long long rows = {em.size(t)}, C = {em.dim(z, z.ndim - 1)};
-{_group_loop(lane_d, "rb", "rows")}    const long long r = rb + grp;
-    const bool ok = r < rows;
-    const long long label = ok ? (long long){T}[r] : -1;
-    const {ct} valid = (label >= 0 && label < C) ? ({ct})1 : ({ct})0, gr = ok ? {G}[r] : ({ct})0;
-    const {ct} *zr = {Z} + (ok ? r * C : 0);
-    {ct} *yr = {Y} + (ok ? r * C : 0);
-    {ct} mx = -INFINITY;
-    if (ok) for (long long j = lane; j < C; j += L) {{ const {ct} v = zr[j]; mx = v > mx ? v : mx; }}
-    mx = gc_group_reduce(mx, L, GcMax(), shm_max);
-    if (!(mx - mx == 0)) mx = ({ct})0;
-    {ct} s = 0;
-    if (ok) for (long long j = lane; j < C; j += L) {{ const {ct} e = gc_exp{sfx}(zr[j] - mx); yr[j] = e; s += e; }}
-    s = gc_group_reduce(s, L, GcSum(), shm_sum);
-    if (ok)
-      for (long long j = lane; j < C; j += L) yr[j] = gr * ((yr[j] / s) * valid - (j == label ? ({ct})1 : ({ct})0));
-  }}
-"""
-    em.finish(name, body, label, _line_blocks(rows_fn, c_fn, lambda s: False), index)
-
-
 def _take_grad(em, name, node, index, label):
     g, idx, _like = node.inputs
     out = node.outputs[0]
@@ -308,7 +191,7 @@ def _argmax(em, name, node, index, label):
     body = f"""  __shared__ {ct} shv[{WARPS}];
   __shared__ long long shi[{WARPS}];
   const long long outer = {outer}, n = {n}, inner = {inner}, lines = outer * inner;
-{_group_loop(lane_d, "lb", "lines")}    const long long line = lb + grp;
+{group_loop(lane_d, "lb", "lines")}    const long long line = lb + grp;
     const bool ok = line < lines;
     const long long base = ok ? (line / inner) * n * inner + (line % inner) : 0;
     {ct} best = 0; long long at = -1;  /* -1: no element seen yet */
@@ -317,7 +200,7 @@ def _argmax(em, name, node, index, label):
     if (ok && lane == 0) {Y}[line] = at < 0 ? 0 : at;
   }}
 """
-    em.finish(name, body, label, _line_blocks(lines_fn, lambda s: split(s)[1], lambda s: split(s)[2] > 1), index)
+    em.finish(name, body, label, line_blocks(lines_fn, lambda s: split(s)[1], lambda s: split(s)[2] > 1), index)
 
 
 #: CUDA's kernels: the shared templates, and CUDA's own algorithms where they differ from C's
@@ -325,10 +208,6 @@ def _argmax(em, name, node, index, label):
 OPS = KernelTable("CUDA", TEMPLATES) | {
     Scan: _host_loop,
     Allreduce: _host_call,  # MPI on host copies, for now (no CUDA-aware MPI, no NCCL)
-    Softmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=False),
-    LogSoftmax: lambda em, name, node, i, label: _softmax_like(em, name, node, i, label, log=True),
-    SoftmaxCrossEntropy: _sce,
-    SoftmaxCrossEntropyGrad: _sce_grad,
     TakeGrad: _take_grad,
     Argmax: _argmax,
     **CONV_OPS,

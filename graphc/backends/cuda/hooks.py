@@ -13,10 +13,10 @@ class CudaHooks:
 
     restrict = "__restrict__"
 
-    def kernel(self, name: str, body: str, label: str, work: Callable, index: int) -> None:
+    def kernel(self, name: str, body: str, label: str, work: Callable, index: int, launch=None) -> None:
         from .emit import blocks_for  # emit.py defines the emitter that mixes these hooks in
 
-        self.finish(name, body, label, blocks_for(work), index)
+        self.finish(name, body, label, launch or blocks_for(work), index)
 
     def once(self, stmt: str) -> str:
         return f"  if (blockIdx.x == 0 && threadIdx.x == 0) {stmt}\n"
@@ -49,3 +49,54 @@ class CudaHooks:
         ix, E = self.ptr(idx), self.errinfo()
         return (f"  {self.grid_stride(self.size(idx), 'j')} {{ const long long s = (long long){ix}[j]; "
                 f"if (s < -({size}) || s >= ({size})) gc_bad_index({E}, {code}, j); }}\n")
+
+    # -- lines: a group of lanes per line, reduced through shared memory ---------------------------
+    def line_loop(self, name: str, count: str, work: str, fns, reductions, body: str) -> str:
+        from .emit import WARPS, lanes
+
+        lines_fn, length_fn, strided_fn = fns
+        lane_d = self.param(("lanes", name), lambda s: lanes(lines_fn(s), length_fn(s), strided_fn(s)))
+        shared = "".join(f"  __shared__ {ty} shm_{var}[{WARPS}];\n" for var, ty in reductions)
+        return (shared + group_loop(lane_d, "lb", f"({count})") + "    const long long line = lb + grp;\n"
+                f"    const bool ok = line < ({count});\n" + body + "  }\n")
+
+    def line_reduce(self, kind: str, var: str, ty: str, n: str, expr: str, each: str = "") -> str:
+        init, combine, op = ("-INFINITY", f"{var} = GcMax()({var}, v);", "GcMax()") if kind == "max" else \
+            ("0", f"{var} += v;", "GcSum()")
+        return (f"    {ty} {var} = {init};\n"
+                f"    if (ok) for (long long j = lane; j < ({n}); j += L) "
+                f"{{ const {ty} v = {expr}; {each} {combine} }}\n"
+                f"    {var} = gc_group_reduce({var}, L, {op}, shm_{var});\n")
+
+    def line_each(self, n: str, stmt: str) -> str:
+        return f"    if (ok) for (long long j = lane; j < ({n}); j += L) {{ {stmt} }}\n"
+
+    def line_once(self, stmt: str) -> str:
+        return f"    if (ok && lane == 0) {stmt}\n"
+
+    def wide(self, ty: str) -> str:
+        return ty
+
+    def line_launch(self, fns):
+        return line_blocks(*fns)
+
+
+def group_loop(lane_d: str, var: str, count: str) -> str:
+    """Groups of L lanes (L from D) each take one item of `count`; `var` is the group's first item
+    of a block-uniform grid-stride loop (every thread runs the same iterations: group reductions
+    synchronise the block)."""
+    return (f"  const int L = (int){lane_d};\n"
+            "  const int lane = threadIdx.x & (L - 1), grp = threadIdx.x / L, per = blockDim.x / L;\n"
+            f"  for (long long {var} = (long long)blockIdx.x * per; {var} < {count}; "
+            f"{var} += (long long)gridDim.x * per) {{\n")
+
+
+def line_blocks(lines_fn, length_fn, strided_fn):
+    """shapes -> blocks for one group of lanes per line."""
+    from .emit import BLOCK, lanes
+
+    def blocks(shapes):
+        n_lines = lines_fn(shapes)
+        return -(-n_lines // (BLOCK // lanes(n_lines, length_fn(shapes), strided_fn(shapes))))
+
+    return blocks
