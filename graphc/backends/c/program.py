@@ -2,7 +2,9 @@
 
 Per input-shape signature (cached) Python binds every call-time dimension, lays out the
 workspace and fills the integer table `D` and the pointer table `B`; a call then only writes the
-input and output addresses into `B` and makes one cffi call.
+input and output addresses into `B` and makes one cffi call. A repeat call with ready arrays
+(`fast_call`, generated Python) does only that, after a few identity checks; anything else
+takes the checking path through `Function._bind_args` and `CProgram.__call__`.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ class _Signature:
     """Everything fixed for one tuple of input shapes."""
 
     __slots__ = ("ptrs", "dims", "out_shapes", "ptrs_c", "dims_c", "workspace_bytes", "shapes",
-                 "offsets", "generation", "gemm_error", "outputs",
-                 "out_dims")
+                 "offsets", "generation", "gemm_error", "outputs", "out_dims")
 
 
 #: input-shape signatures kept per program (least recently used dropped first). A signature is
@@ -264,7 +265,6 @@ class CProgram:
             start = self._base + sig.offsets[id(r)]
             return self._workspace[start:start + n].view(v.dtype).reshape(shape)
         return None
-
 
 
 def _fast_caller(prog: CProgram):
