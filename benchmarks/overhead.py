@@ -1,5 +1,7 @@
 """Per-call overhead of a compiled function (issue 14, item 2): a 4x4 matmul, split into the
-layers of a call, best of 5 rounds of 20,000 calls each.
+layers of a call, best of 5 rounds of 20,000 calls each. A repeat call with ready arrays takes
+`CProgram.fast_call`; the checking path (first call of a shape, lists, other dtypes, keywords)
+is `Function._bind_args` then `CProgram.__call__`.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/overhead.py
 """
@@ -33,8 +35,9 @@ def main() -> None:
     f(x, x)
     sig = prog._signature(((4, 4), (4, 4)))
     rows = [("f(x, x): the whole call", lambda: f(x, x)),
-            ("argument checks (Function._bind_args)", lambda: f._bind_args((x, x), {})),
-            ("program call (CProgram.__call__)", lambda: prog(args)),
+            ("repeat-call path (CProgram.fast_call)", lambda: prog.fast_call(args)),
+            ("checking path: Function._bind_args", lambda: f._bind_args((x, x), {})),
+            ("checking path: CProgram.__call__", lambda: prog(args)),
             ("the native call alone (gc_main)", lambda: prog._main(sig.ptrs_c, sig.dims_c)),
             ("NumPy x @ x", lambda: x @ x)]
     for name, fn in rows:

@@ -63,6 +63,10 @@ class Function:
         shared_vars = {id(t): t for t in targets}
         shared_vars.update((id(v), v) for v in leaves(self.graph.outputs) if isinstance(v, SharedVar))
         self._var_locks = [shared_vars[k].lock for k in sorted(shared_vars)]
+        # The backend's path for a repeat call with ready arrays (C: `CProgram.fast_call`): it
+        # checks what it relies on and returns None for anything else, which then takes the
+        # checking path below. Not in debug mode, which compares every call with the reference.
+        self._fast = None if debug else getattr(self._program, "fast_call", None)
         if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
             print(f"[graphc] optimised graph ({backend}):\n{self.graph}", file=sys.stderr)
             if self.source:
@@ -85,16 +89,24 @@ class Function:
         return max(sizes.values(), default=0)
 
     def __call__(self, *args, **kwargs):
-        values = self._bind_args(args, kwargs)
+        fast, outs = self._fast, None
+        if fast is not None and not kwargs:
+            # no shared state: the program's own lock serialises what its calls share
+            outs = self._locked(fast, args) if self._var_locks else fast(args)
+        if outs is None:
+            outs = self._locked(self._program, self._bind_args(args, kwargs))
+        return outs[0] if self._single else outs
+
+    def _locked(self, run, values):
+        """`run(values)` holding this function's lock and the locks of its shared variables."""
         with self._call_lock:
             for lock in self._var_locks:
                 lock.acquire()
             try:
-                outs = self._program(values)
+                return run(values)
             finally:
                 for lock in reversed(self._var_locks):
                     lock.release()
-        return outs[0] if self._single else outs
 
     def _bind_args(self, args, kwargs) -> list[np.ndarray]:
         convert = getattr(self._program, "convert_arg", convert_arg)  # the cuda backend also takes CuPy arrays
