@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ...core import Var
-from ...ops.reduce import Argmax
 from ...ops.shape import TakeGrad
 from ..cexpr import C_TYPES
 from ..cfamily import KernelTable
@@ -136,34 +135,10 @@ def _take_grad(em, name, node, index, label):
     return _fn(name, body)
 
 
-def _argmax(em, name, node, index, label):
-    x, out = node.inputs[0], node.outputs[0]
-    ct = C_TYPES[x.dtype]
-    if node.op.axis is None:
-        outer, n, inner = "1", em.size(x), "1"
-    else:
-        outer, n, inner = split3(em, x, node.op.axis)
-    body = f"""  const {ct} *restrict x = {em.ptr(x)};
-  int64_t *restrict y = {em.ptr(out, const=False)};
-  const int64_t outer = {outer}, n = {n}, inner = {inner};
-  #pragma omp parallel for if(outer*n*inner > GC_PAR_MIN) schedule(static)
-  for (int64_t line = 0; line < outer*inner; line++) {{
-    const int64_t base = (line / inner) * n * inner + (line % inner);
-    {ct} best = x[base]; int64_t at = 0;
-    for (int64_t j = 1; j < n; j++) {{
-      {ct} v = x[base + j*inner];
-      if (v > best || (v != v && best == best)) {{ best = v; at = j; }}  /* the first NaN wins */
-    }}
-    y[line] = at;
-  }}"""
-    return _fn(name, body)
-
-
 #: C's kernels: the shared templates, and C's own algorithms where they differ from CUDA's (lines
 #: reduced by one thread with SIMD, a scatter-add parallel over rows, im2col + OpenBLAS)
 OPS = KernelTable("C", TEMPLATES) | {
     TakeGrad: _take_grad,
-    Argmax: _argmax,
     **CONV_OPS,
     **COLLECTIVE_OPS,
 }

@@ -74,6 +74,11 @@ class CHooks:
         return (f"    {ty} {var} = {init};\n    #pragma omp simd reduction({clause}:{var})\n"
                 f"    for (int64_t j = 0; j < ({n}); j++) {{ const {ty} v = {expr}; {each} {combine} }}\n")
 
+    def line_argmax(self, best: str, at: str, ty: str, n: str, expr: str) -> str:
+        return (f"    {ty} {best} = 0; int64_t {at} = -1;  /* -1: no element seen yet */\n"
+                f"    for (int64_t j = 0; j < ({n}); j++) {{ const {ty} v = {expr};\n"
+                f"      if ({at} < 0 || v > {best} || (v != v && {best} == {best})) {{ {best} = v; {at} = j; }} }}\n")
+
     def line_each(self, n: str, stmt: str) -> str:
         return f"    for (int64_t j = 0; j < ({n}); j++) {{ {stmt} }}\n"
 

@@ -6,6 +6,7 @@ body)`` runs `body` for each ``line`` (C: a thread per line, ``ok`` always 1; CU
 lanes per line, ``ok`` false for the padding groups of the last block); ``em.line_reduce(kind,
 var, type, n, expr, each)`` reduces `expr` over ``j < n`` into `var` ("max" or "sum"; `each` runs
 per element with the value ``v``); ``em.line_each(n, stmt)`` and ``em.line_once(stmt)`` write;
+``em.line_argmax(best, at, type, n, expr)`` finds the first maximum (a NaN wins);
 ``em.wide(type)`` is the accumulator of sums (double on the CPU); ``em.line_launch(fns)`` the
 launch geometry (None for C). A NaN anywhere in a line reaches every output of it through the
 sum, so the max needs no NaN tracking; an infinite max counts as 0 (no inf - inf).
@@ -14,6 +15,7 @@ sum, so the max needs no NaN tracking; an infinite max counts as 0 (no inf - inf
 from __future__ import annotations
 
 from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
+from ...ops.reduce import Argmax
 from ..cexpr import C_TYPES
 from .index import local, numel, shape_of, split3, split3_fn
 
@@ -100,10 +102,33 @@ def cross_entropy_grad(em, name, node, index, label):
     return em.kernel(name, code, label, numel(out), index, launch=em.line_launch(fns))
 
 
+def argmax(em, name, node, index, label):
+    """The first position of each line's maximum (the first NaN wins, as in NumPy)."""
+    x, out = node.inputs[0], node.outputs[0]
+    ct = C_TYPES[x.dtype]
+    axis = node.op.axis
+    if axis is None:
+        outer, n, inner = "1", em.size(x), "1"
+
+        def split(s):
+            return 1, numel(x)(s), 1
+    else:
+        outer, n, inner = split3(em, x, axis)
+        split = split3_fn(x, axis)
+    fns = _fns(lambda s: split(s)[0] * split(s)[2], lambda s: split(s)[1], lambda s: split(s)[2] > 1)
+    body = ("    const int64_t base = ok ? (line / inner) * n * inner + (line % inner) : 0;\n"
+            + em.line_argmax("best", "at", ct, "n", "x[base + j*inner]") + em.line_once("y[line] = at < 0 ? 0 : at;"))
+    code = (local(em, x, "x") + local(em, out, "y", const=False)
+            + f"  const int64_t outer = {outer}, n = {n}, inner = {inner};\n"
+            + em.line_loop(name, "outer*inner", "outer*n*inner", fns, [("best", ct), ("at", "long long")], body))
+    return em.kernel(name, code, label, numel(out), index, launch=em.line_launch(fns))
+
+
 #: the line templates, by op class
 LINE_TEMPLATES = {
     Softmax: lambda em, name, node, index, label: softmax_like(em, name, node, index, label, log=False),
     LogSoftmax: lambda em, name, node, index, label: softmax_like(em, name, node, index, label, log=True),
     SoftmaxCrossEntropy: cross_entropy,
     SoftmaxCrossEntropyGrad: cross_entropy_grad,
+    Argmax: argmax,
 }

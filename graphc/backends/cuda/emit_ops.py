@@ -13,15 +13,13 @@ import numpy as np
 from ...core import Var
 from ...ops.collective import Allreduce
 from ...ops.control import Scan
-from ...ops.reduce import Argmax
 from ...ops.shape import TakeGrad
 from ..cexpr import C_TYPES
 from ..cfamily import KernelTable
 from ..cfamily.index import batch_strides, split3, split3_fn
 from ..cfamily.templates import TEMPLATES
-from .emit import WARPS, Gemm, HostCall, HostLoop, Memset, blocks_for, lanes, nbytes, numel, shape_of
+from .emit import Gemm, HostCall, HostLoop, Memset, blocks_for, nbytes, numel, shape_of
 from .emit_conv import OPS as CONV_OPS
-from .hooks import group_loop, line_blocks
 
 # -- matmul ------------------------------------------------------------------------------------
 
@@ -171,44 +169,11 @@ def _take_grad(em, name, node, index, label):
     em.finish(name, body, label, blocks_for(work), index)
 
 
-def _argmax(em, name, node, index, label):
-    x, out = node.inputs[0], node.outputs[0]
-    ct = C_TYPES[x.dtype]
-    axis = node.op.axis
-    if axis is None:
-        outer, n, inner = "1", em.size(x), "1"
-
-        def split(s):
-            return 1, numel(x)(s), 1
-    else:
-        outer, n, inner = split3(em, x, axis)
-        split = split3_fn(x, axis)
-    def lines_fn(s):
-        return split(s)[0] * split(s)[2]
-
-    lane_d = em.param(("lanes", name), lambda s: lanes(lines_fn(s), split(s)[1], split(s)[2] > 1))
-    X, Y = em.ptr(x), em.ptr(out, const=False)
-    body = f"""  __shared__ {ct} shv[{WARPS}];
-  __shared__ long long shi[{WARPS}];
-  const long long outer = {outer}, n = {n}, inner = {inner}, lines = outer * inner;
-{group_loop(lane_d, "lb", "lines")}    const long long line = lb + grp;
-    const bool ok = line < lines;
-    const long long base = ok ? (line / inner) * n * inner + (line % inner) : 0;
-    {ct} best = 0; long long at = -1;  /* -1: no element seen yet */
-    if (ok) for (long long j = lane; j < n; j += L) gc_argmax_combine(best, at, {X}[base + j*inner], j);
-    gc_group_argmax(best, at, L, shv, shi);
-    if (ok && lane == 0) {Y}[line] = at < 0 ? 0 : at;
-  }}
-"""
-    em.finish(name, body, label, line_blocks(lines_fn, lambda s: split(s)[1], lambda s: split(s)[2] > 1), index)
-
-
 #: CUDA's kernels: the shared templates, and CUDA's own algorithms where they differ from C's
 #: (lines reduced by a group of lanes, a scatter-add with atomics, direct convolutions, host steps)
 OPS = KernelTable("CUDA", TEMPLATES) | {
     Scan: _host_loop,
     Allreduce: _host_call,  # MPI on host copies, for now (no CUDA-aware MPI, no NCCL)
     TakeGrad: _take_grad,
-    Argmax: _argmax,
     **CONV_OPS,
 }

@@ -68,6 +68,11 @@ class CudaHooks:
                 f"{{ const {ty} v = {expr}; {each} {combine} }}\n"
                 f"    {var} = gc_group_reduce({var}, L, {op}, shm_{var});\n")
 
+    def line_argmax(self, best: str, at: str, ty: str, n: str, expr: str) -> str:
+        return (f"    {ty} {best} = 0; long long {at} = -1;  /* -1: no element seen yet */\n"
+                f"    if (ok) for (long long j = lane; j < ({n}); j += L) gc_argmax_combine({best}, {at}, {expr}, j);\n"
+                f"    gc_group_argmax({best}, {at}, L, shm_{best}, shm_{at});\n")
+
     def line_each(self, n: str, stmt: str) -> str:
         return f"    if (ok) for (long long j = lane; j < ({n}); j += L) {{ {stmt} }}\n"
 
