@@ -12,8 +12,6 @@ from .emit_collective import OPS as COLLECTIVE_OPS
 from .emit_conv import OPS as CONV_OPS
 from .hooks import c_function
 
-_fn = c_function
-
 
 def _lit(dtype: str, value: float) -> str:
     return repr(float(value)) + ("f" if dtype == "float32" else "") if dtype.startswith("float") else str(int(value))
@@ -81,7 +79,7 @@ def matmul(em, name: str, k) -> str:
     lines.append(("    " if batch else "  ") + call)
     if batch:
         lines.append("  }")
-    return _fn(name, "\n".join(lines))
+    return c_function(name, "\n".join(lines))
 
 
 def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha: str = "1") -> str:
@@ -132,11 +130,11 @@ def _take_grad(em, name, node, index, label):
       #pragma omp simd
       for (int64_t q = 0; q < inner; q++) dst[q] += src[q];
     }}"""
-    return _fn(name, body)
+    return c_function(name, body)
 
 
-#: C's kernels: the shared templates, and C's own algorithms where they differ from CUDA's (lines
-#: reduced by one thread with SIMD, a scatter-add parallel over rows, im2col + OpenBLAS)
+#: C's kernels: the shared templates, and C's own algorithms where they differ from CUDA's (a
+#: scatter-add parallel over rows, im2col + OpenBLAS convolutions, MPI)
 OPS = KernelTable("C", TEMPLATES) | {
     TakeGrad: _take_grad,
     **CONV_OPS,

@@ -20,10 +20,6 @@ from ..cexpr import C_TYPES
 from .index import local, numel, shape_of, split3, split3_fn
 
 
-def _fns(lines, length, strided):
-    return lines, length, strided
-
-
 def _class_axis(z):
     def length(shapes):
         return shape_of(z, shapes)[-1]
@@ -35,7 +31,7 @@ def _fixup(ct: str) -> str:
     return f"    if (!(mx - mx == 0)) mx = ({ct})0;  /* an infinite max must not make inf - inf */\n"
 
 
-def _log(em, ct: str, wt: str) -> str:
+def _log(ct: str, wt: str) -> str:
     return "log" if wt == "double" else ("gc_logf" if ct == "float" else "gc_log")
 
 
@@ -46,12 +42,12 @@ def softmax_like(em, name, node, index, label, log: bool):
     axis = node.op.axis
     outer, n, inner = split3(em, x, axis)
     split = split3_fn(x, axis)
-    fns = _fns(lambda s: split(s)[0] * split(s)[2], lambda s: split(s)[1], lambda s: split(s)[2] > 1)
+    fns = (lambda s: split(s)[0] * split(s)[2], lambda s: split(s)[1], lambda s: split(s)[2] > 1)
     write = "(v - mx) - lse" if log else f"gc_exp{sfx}(v - mx) * inv"
     body = ("    const int64_t base = ok ? (line / inner) * n * inner + (line % inner) : 0;\n"
             + em.line_reduce("max", "mx", ct, "n", "x[base + j*inner]") + _fixup(ct)
             + em.line_reduce("sum", "s", wt, "n", f"gc_exp{sfx}(x[base + j*inner] - mx)")
-            + f"    const {ct} lse = ({ct}){_log(em, ct, wt)}(s), inv = ({ct})(1 / s);\n    (void)lse; (void)inv;\n"
+            + f"    const {ct} lse = ({ct}){_log(ct, wt)}(s), inv = ({ct})(1 / s);\n    (void)lse; (void)inv;\n"
             + em.line_each("n", f"const {ct} v = x[base + j*inner]; y[base + j*inner] = {write};"))
     code = (local(em, x, "x") + local(em, out, "y", const=False)
             + f"  const int64_t outer = {outer}, n = {n}, inner = {inner};\n"
@@ -62,7 +58,7 @@ def softmax_like(em, name, node, index, label, log: bool):
 def _rows(em, name, node):
     """The common head of the cross-entropy kernels: per row, its label and validity."""
     z, t = node.inputs[-2:]
-    fns = _fns(numel(t), _class_axis(z), lambda s: False)
+    fns = (numel(t), _class_axis(z), lambda s: False)
     head = (local(em, z, "z") + local(em, t, "labels")
             + f"  const int64_t rows = {em.size(t)}, C = {em.dim(z, z.ndim - 1)};\n")
     row = ("    const int64_t lab = ok ? (int64_t)labels[line] : -1;\n    const int valid = lab >= 0 && lab < C;\n"
@@ -78,7 +74,7 @@ def cross_entropy(em, name, node, index, label):
     head, row, fns = _rows(em, name, node)
     body = (row + em.line_reduce("max", "mx", ct, "C", "z[at + j]") + _fixup(ct)
             + em.line_reduce("sum", "s", wt, "C", f"gc_exp{sfx}(z[at + j] - mx)")
-            + em.line_once(f"y[line] = valid ? ({ct})({_log(em, ct, wt)}(s) - ({wt})(z[at + (valid ? lab : 0)] - mx))"
+            + em.line_once(f"y[line] = valid ? ({ct})({_log(ct, wt)}(s) - ({wt})(z[at + (valid ? lab : 0)] - mx))"
                            f" : ({ct})0;"))
     code = head + local(em, out, "y", const=False) + em.line_loop(name, "rows", "rows*C", fns, [("mx", ct), ("s", wt)],
                                                                   body)
@@ -115,7 +111,7 @@ def argmax(em, name, node, index, label):
     else:
         outer, n, inner = split3(em, x, axis)
         split = split3_fn(x, axis)
-    fns = _fns(lambda s: split(s)[0] * split(s)[2], lambda s: split(s)[1], lambda s: split(s)[2] > 1)
+    fns = (lambda s: split(s)[0] * split(s)[2], lambda s: split(s)[1], lambda s: split(s)[2] > 1)
     body = ("    const int64_t base = ok ? (line / inner) * n * inner + (line % inner) : 0;\n"
             + em.line_argmax("best", "at", ct, "n", "x[base + j*inner]") + em.line_once("y[line] = at < 0 ? 0 : at;"))
     code = (local(em, x, "x") + local(em, out, "y", const=False)

@@ -34,6 +34,7 @@ from ...core import Constant, Var
 from ...lower import Kernel, MemoryPlan, Schedule, Target
 from ..c.emit import CEmitter
 from ..cexpr import C_TYPES
+from ..cfamily.index import numel, shape_of
 from .hooks import CudaHooks
 
 BLOCK = 256  # threads per block of every kernel
@@ -153,14 +154,6 @@ class _KernelUse:
     """The slots a kernel being emitted touches: slot -> [dtype, written]."""
 
     slots: dict = field(default_factory=dict)
-
-
-def shape_of(v: Var, shapes: Shapes) -> tuple:
-    return tuple(shapes.get(id(v), v.shape))
-
-
-def numel(v: Var) -> Callable[[Shapes], int]:
-    return lambda shapes: int(np.prod(shape_of(v, shapes), dtype=np.int64))
 
 
 def nbytes(v: Var) -> Callable[[Shapes], int]:

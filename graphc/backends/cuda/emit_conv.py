@@ -19,7 +19,8 @@ from ...ops.conv import (
     MaxPool2DGrad,
 )
 from ..cexpr import C_TYPES
-from .emit import WARPS, blocks_for, lanes, numel, shape_of
+from ..cfamily.index import numel, shape_of
+from .emit import WARPS, blocks_for, lanes
 
 
 def _flat(em, total: str, lines: list[str]) -> str:

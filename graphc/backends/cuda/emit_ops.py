@@ -16,9 +16,9 @@ from ...ops.control import Scan
 from ...ops.shape import TakeGrad
 from ..cexpr import C_TYPES
 from ..cfamily import KernelTable
-from ..cfamily.index import batch_strides, split3, split3_fn
+from ..cfamily.index import batch_strides, numel, shape_of, split3, split3_fn
 from ..cfamily.templates import TEMPLATES
-from .emit import Gemm, HostCall, HostLoop, Memset, blocks_for, nbytes, numel, shape_of
+from .emit import Gemm, HostCall, HostLoop, Memset, blocks_for, nbytes
 from .emit_conv import OPS as CONV_OPS
 
 # -- matmul ------------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ def _take_grad(em, name, node, index, label):
 
 
 #: CUDA's kernels: the shared templates, and CUDA's own algorithms where they differ from C's
-#: (lines reduced by a group of lanes, a scatter-add with atomics, direct convolutions, host steps)
+#: (a scatter-add with atomics, direct convolutions, host steps for scan and MPI)
 OPS = KernelTable("CUDA", TEMPLATES) | {
     Scan: _host_loop,
     Allreduce: _host_call,  # MPI on host copies, for now (no CUDA-aware MPI, no NCCL)

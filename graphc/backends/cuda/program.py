@@ -35,9 +35,10 @@ from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar, add_sto
 from ...lower import plan_memory, schedule
 from ...passes import optimize
 from ..args import cast_arg, convert_arg
+from ..cfamily.index import shape_of
 from ..debugcheck import check_kernels
 from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
-from .emit import TARGET, Copy, CudaEmitter, Gemm, HostCall, HostLoop, Launch, Memset, shape_of
+from .emit import TARGET, Copy, CudaEmitter, Gemm, HostCall, HostLoop, Launch, Memset
 
 LLMAX = (1 << 63) - 1
 MAX_SIGNATURES = 64  # as the C backend's
