@@ -96,7 +96,7 @@ def broken_loop_step(monkeypatch):
     """(function of x, input) where the C-family emitters compute tanh wrongly (x / 2) inside a
     scan's step: for the debug-mode tests. Step 0 agrees (tanh(0) = 0 = 0 / 2), step 1 does not.
     Returns ``make(backend, **options)`` -> (compiled function, input array)."""
-    import graphc.backends.c.emit as emit
+    import graphc.backends.cfamily.emitter as emit
 
     right = emit.scalar_c
 

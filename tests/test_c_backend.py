@@ -176,7 +176,7 @@ def test_graphc_debug_prints_graph_and_source(monkeypatch, capsys):
 
 def test_debug_mode_names_the_first_wrong_kernel(monkeypatch):
     """Break the tanh emitter on purpose: debug mode must blame the kernel that computes tanh."""
-    from graphc.backends.c import emit
+    from graphc.backends.cfamily import emitter as emit
 
     real = emit.scalar_c
     monkeypatch.setattr(emit, "scalar_c", lambda op, dt, args: ("(" + real(op, dt, args) + " + 1.0f)")

@@ -14,16 +14,12 @@ kernel refuses its input, such as an out-of-range take index, before writing any
 
 from __future__ import annotations
 
-import functools
-import re
-from collections.abc import Callable
-
 import numpy as np
 
 from ...core import Constant, Var
-from ...lower import GemmKernel, Kernel, LoopKernel, MemoryPlan, Schedule, Target, data_inputs
-from ...ops import Cast, Elemwise
-from ..cexpr import C_TYPES, cast_c, scalar_c
+from ...lower import GemmKernel, Kernel, LoopKernel, MemoryPlan, Schedule, Target
+from ..cexpr import C_TYPES
+from ..cfamily.emitter import CFamilyEmitter
 from . import emit_main
 from .hooks import CHooks
 
@@ -62,12 +58,6 @@ static double gc_now(void) {{
 """
 
 
-# Loop temporaries: a bool is held as a 32-bit int (0 or 1) in registers, stored as a byte.
-# gcc 12 does not vectorise a float loop with a uint8_t temporary in it (a comparison feeding
-# a cast, as one_hot written as t == column is), so such loops ran scalar.
-TEMP_TYPES = dict(C_TYPES, bool="int32_t")
-
-
 #: stands for the kernel's function name while its text is compared with the others'
 _NAME = "gc__KERNEL"
 
@@ -83,75 +73,38 @@ class _KernelArgs:
         self.d: dict[int, int] = {}
 
 
-class CEmitter(CHooks):
+class CEmitter(CHooks, CFamilyEmitter):
     """Builds the C source. Public results: `source`, `buffers` (slot -> root Var), `params`
     (D slot -> function of the bound shapes), `errors` (rc -> message)."""
 
-    #: the argument lists of the kernel being emitted (None: program-wide slots). A class
-    #: default too: the CUDA emitter inherits slot() and param() without this __init__.
-    _args: _KernelArgs | None = None
-
     def __init__(self, schedule: Schedule, plan: MemoryPlan, prefix: str = "", index_base: int = 0,
                  nested: bool = False):
-        self.schedule = schedule
-        self.plan = plan
+        super().__init__(schedule, plan)
         #: a loop body (scan) is emitted as functions named `prefix`k<i> and `prefix`main, without
         #: the translation unit's header; its error codes count kernels from `index_base`
         self.prefix, self.index_base, self.nested = prefix, index_base, nested
-        self.buffers: list = [("errinfo",)]  # slot 0: int64[4] of error details
-        self._slot: dict = {}
-        self.params: list[Callable[[dict], int]] = []
-        self._param_key: dict[tuple, int] = {}
-        #: kernel return code -> (exception class, message format over the error-info values)
-        self.errors: dict[int, tuple[type, str]] = {}
-        self.functions: list[str] = []
-        self._args = None
+        #: the argument lists of the kernel being emitted (None: program-wide slots)
+        self._args: _KernelArgs | None = None
         #: per kernel: the function that runs it (kernels with the same code share one)
         self.kernel_function: list[str] = []
         self.source = self._emit()
 
-    # -- buffers and integers ----------------------------------------------------------------
-    def slot(self, v: Var) -> int:
-        """v's buffer slot: the index into `B` that the kernel being emitted reads it from (its
-        own argument list when kernels are shared, see `_emit`), else the program-wide slot."""
-        r = self.plan.root(v)
-        if id(r) not in self._slot:
-            self._slot[id(r)] = len(self.buffers)
-            self.buffers.append(r)
-        return self._local_b(self._slot[id(r)])
-
-    def _local_b(self, slot: int) -> int:
+    # -- per-kernel numbering of buffers and integers (see `_shared_kernels`) ----------------
+    def local_slot(self, slot: int) -> int:
         args = self._args
         return slot if args is None else args.b.setdefault(slot, len(args.b))
+
+    def local_key(self, key: tuple) -> tuple:
+        if self._args is None:  # keys naming the kernel (its function name) stay per kernel
+            return key
+        return tuple(self._args.kernel if part == _NAME else part for part in key)
+
+    def local_param(self, index: int) -> int:
+        return index if self._args is None else self._args.d.setdefault(index, len(self._args.d))
 
     def ptr(self, v: Var, const: bool = True) -> str:
         ct = C_TYPES[v.dtype]
         return f"(({'const ' if const else ''}{ct}*)B[{self.slot(v)}])"
-
-    def param(self, key: tuple, fn: Callable[[dict], int]) -> str:
-        if self._args is not None:  # keys naming the kernel (its function name) stay per kernel
-            key = tuple(self._args.kernel if part == _NAME else part for part in key)
-        if key not in self._param_key:
-            self._param_key[key] = len(self.params)
-            self.params.append(fn)
-        index = self._param_key[key]
-        if self._args is not None:
-            index = self._args.d.setdefault(index, len(self._args.d))
-        return f"D[{index}]"
-
-    def dim(self, v: Var, axis: int) -> str:
-        d = v.shape[axis]
-        if d is not None:
-            return str(d)
-        vid = id(v)
-        return self.param(("dim", vid, axis), lambda shapes, vid=vid, axis=axis: shapes[vid][axis])
-
-    def size(self, v: Var, axes=None) -> str:
-        axes = range(v.ndim) if axes is None else axes
-        parts = [self.dim(v, a) for a in axes]
-        static = int(np.prod([int(p) for p in parts if p.isdigit()], dtype=np.int64))
-        dyn = [p for p in parts if not p.isdigit()]
-        return "*".join([str(static)] + dyn) if dyn else str(static)
 
     def check_blas_sizes(self, shapes: dict) -> Exception | None:
         """The error (not raised) for the first gemm whose sizes do not fit the 32-bit ints of
@@ -177,7 +130,7 @@ class CEmitter(CHooks):
             calls = []
             for i, k in enumerate(self.schedule.kernels):
                 name = f"{self.prefix}k{i}"
-                self.functions.append(f"/* {k.label} */\n{self._kernel(name, k, i)}")
+                self.functions.append(f"/* {k.label} */\n{self.emit_kernel(name, k, i)}")
                 self.kernel_function.append(name)
                 calls.append(f"  if ((rc = {name}(B, D)) != 0) return rc;")
             post = [self._copy(dst, src) for dst, src in plan.post_copies]
@@ -191,16 +144,21 @@ class CEmitter(CHooks):
         functions, wrappers = emit_main.math_calls("\n\n".join(self.functions))
         return HEADER + profile + wrappers + "\n" + functions + "\n\n" + main
 
-    def _kernel(self, name: str, k: Kernel, i: int) -> str:
+    # the backend's own kernels (the templates in cfamily and emit_ops' tables)
+    def reduce(self, name: str, k: Kernel, index: int) -> str:
+        from .emit_reduce import reduce_kernel
+
+        return reduce_kernel(self, name, k)
+
+    def gemm(self, name: str, k: Kernel, index: int) -> str:
         from . import emit_ops
 
-        if k.kind == "elementwise":
-            return self._elementwise(name, k)
-        if k.kind == "reduce":
-            return self._reduce(name, k)
-        if k.kind == "matmul":
-            return emit_ops.matmul(self, name, k)
-        return emit_ops.op_kernel(self, name, k, self.index_base + i)
+        return emit_ops.matmul(self, name, k)
+
+    def op_kernel(self, name: str, k: Kernel, index: int) -> str:
+        from . import emit_ops
+
+        return emit_ops.op_kernel(self, name, k, self.index_base + index)
 
     def _shared_kernels(self) -> list[tuple[int, list[int] | None, list[int]]]:
         """Emit each kernel with its own numbering of buffers and integers (B[0], B[1], ... in
@@ -217,14 +175,14 @@ class CEmitter(CHooks):
                 # a loop emits its body with a pointer table of its own that it fills from the
                 # program's tables (and its integers as one block of D): it takes them whole
                 name = f"k{i}"
-                self.functions.append(f"/* {k.label} */\n{self._kernel(name, k, i)}")
+                self.functions.append(f"/* {k.label} */\n{self.emit_kernel(name, k, i)}")
                 names.append(name)
                 steps.append((len(names) - 1, None, []))
                 self.kernel_function.append(name)
                 continue
             self._args = _KernelArgs(i)
             try:
-                code = self._kernel(_NAME, k, i)
+                code = self.emit_kernel(_NAME, k, i)
             finally:
                 args, self._args = self._args, None
             fn = seen.get(code)
@@ -246,23 +204,7 @@ class CEmitter(CHooks):
             nbytes = f"({self.size(dst)})*{np.dtype(dst.dtype).itemsize}"
         return f"  memcpy({dptr}, B[{self.slot(src)}], (size_t)({nbytes}));"
 
-    def output_slot(self, index: int) -> int:
-        key = ("output", index)
-        if key not in self._slot:
-            self._slot[key] = len(self.buffers)
-            self.buffers.append(("output", index))
-        return self._local_b(self._slot[key])
-
     # -- elementwise ---------------------------------------------------------------------------
-    def _elementwise(self, name: str, k: Kernel) -> str:
-        shape_var = k.nodes[-1].outputs[0]
-        loops, offset, _ = self._loops(shape_var, k.inputs + k.outputs)
-        decls, names = self.local_pointers(k.inputs, k.outputs)
-        lines = self._body(k.nodes, k.inputs, offset, names)
-        for o in k.outputs:
-            lines.append(f"{names[id(o)]}[{offset(o)}] = {self._value[id(o)]};")
-        return self._wrap(name, loops, lines, decls)
-
     def local_pointers(self, inputs, outputs) -> tuple[list[str], dict[int, str]]:
         """Typed `restrict` locals for each buffer a loop touches, declared before the loop so
         that gcc sees plain unaliased arrays (and vectorises). A buffer written in place over an
@@ -292,68 +234,9 @@ class CEmitter(CHooks):
             decls.append(f"{const}{ct} *restrict p{slot} = ({const}{ct} *)B[{slot}];")
         return decls, names
 
-    def _body(self, nodes, inputs, offset, names) -> list[str]:
-        """SSA statements computing every node's value from loads of `inputs`."""
-        self._value: dict[int, str] = {}
-        lines = []
-        for j, v in enumerate(inputs):
-            if isinstance(v, Constant) and v.ndim == 0:
-                self._value[id(v)] = names.get(id(v)) or _literal(v)
-            else:
-                self._value[id(v)] = f"l{j}"
-                lines.append(f"const {TEMP_TYPES[v.dtype]} l{j} = {names[id(v)]}[{offset(v)}];")
-        for n_i, node in enumerate(nodes):
-            out = node.outputs[0]
-            args = [self._value[id(v)] for v in data_inputs(node)]
-            if isinstance(node.op, Elemwise):
-                operand = node.inputs[1 if node.op.scalar == "where" else 0].dtype
-                expr = _scalar_expr(node.op.scalar, operand, args)
-            elif isinstance(node.op, Cast):
-                expr = cast_c(node.inputs[0].dtype, out.dtype, args[0])
-            else:  # broadcast_to / broadcast_like: the load already broadcasts
-                expr = args[0]
-            lines.append(f"const {TEMP_TYPES[out.dtype]} v{n_i} = {expr};")
-            self._value[id(out)] = f"v{n_i}"
-        return lines
-
-    def _loops(self, shape_var: Var, operands: list[Var], masks: dict | None = None):
-        """Collapsed loop nest over `shape_var`'s shape; offset(v) indexes operand v with
-        broadcasting done in index arithmetic (stride 0 along broadcast axes). Adjacent axes merge
-        into one loop when every operand (and every extra mask in `masks`) treats them alike.
-        Returns (loop sizes, offset function, axis groups)."""
-        shape = shape_var.shape
-        r = len(shape)
-        masks = dict(masks or {})
-        for v in operands:
-            lead = r - v.ndim
-            masks[id(v)] = tuple(a < lead or (v.shape[a - lead] == 1 and shape[a] != 1) for a in range(r))
-        groups: list[list[int]] = []
-        for a in range(r):
-            if shape[a] == 1:  # extent 1: no loop, and it does not stop neighbours merging
-                continue
-            if groups and all(m[a] == m[groups[-1][-1]] for m in masks.values()):
-                groups[-1].append(a)
-            else:
-                groups.append([a])
-        sizes = [self.size(shape_var, g) for g in groups]
-
-        def stride(v: Var, axis: int) -> str:
-            lead = r - v.ndim
-            later = [a for a in range(axis + 1, r) if not masks[id(v)][a]]
-            return self.size(v, [a - lead for a in later]) if later else "1"
-
-        def offset(v: Var) -> str:
-            terms = []
-            for j, g in enumerate(groups):
-                if masks[id(v)][g[-1]]:
-                    continue
-                s = stride(v, g[-1])
-                terms.append(f"i{j}" if s == "1" else f"i{j}*({s})")
-            return " + ".join(terms) if terms else "0"
-
-        return sizes, offset, groups
-
-    def _wrap(self, name: str, sizes: list[str], lines: list[str], decls: list[str] = ()) -> str:
+    def elementwise_loop(self, name: str, k: Kernel, index: int, sizes: list[str], lines: list[str],
+                         decls: list[str] = ()) -> str:
+        """Hook: the loop nest of an elementwise kernel as a C function (threads over the outer loop)."""
         head = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
         head += "".join(f"  {d}\n" for d in decls)
         if not sizes:
@@ -392,12 +275,6 @@ class CEmitter(CHooks):
         out.append("  return 0;\n}")
         return "".join(out)
 
-    # -- reductions ----------------------------------------------------------------------------
-    def _reduce(self, name: str, k: Kernel) -> str:
-        from .emit_reduce import reduce_kernel
-
-        return reduce_kernel(self, name, k)
-
 
 BLAS_INT_MAX = 2**31 - 1  # scipy-openblas32 takes every size and leading dimension as a C int
 
@@ -417,36 +294,3 @@ def blas_size_error(op: str, shapes: str, sizes: dict[str, int]) -> ValueError |
             return ValueError(f"{op} of {shapes}: {what} size {int(n)} exceeds the 32-bit BLAS limit {BLAS_INT_MAX} "
                               "(2^31 - 1); split the product into smaller ones")
     return None
-
-
-@functools.cache
-def _scalar_template(printer, scalar: str, dtype: str, nargs: int) -> str:
-    return printer(scalar, dtype, [f"gc__arg{j}" for j in range(nargs)])
-
-
-def _scalar_expr(scalar: str, dtype: str, args: list[str]) -> str:
-    """scalar_c's text, with sympy's printing (about 1 ms) done once per op and dtype: a deep
-    network's emission called it per node, 16 s of a 2,000-layer MLP's compile.
-
-    >>> _scalar_expr("maximum", "float32", ["v1", "0.5f"]) == scalar_c("maximum", "float32", ["v1", "0.5f"])
-    True
-    """
-    text = _scalar_template(scalar_c, scalar, dtype, len(args))  # scalar_c: whatever it is now (tests wrap it)
-    # the same substitution as scalar_c's: identifiers as they are, anything else in parentheses
-    return re.sub(r"\bgc__arg(\d+)\b", lambda m: args[int(m.group(1))] if args[int(m.group(1))].isidentifier()
-                  else f"({args[int(m.group(1))]})", text)
-
-
-def _literal(c: Constant) -> str:
-    value = c.value[()]
-    dtype = c.dtype
-    if dtype == "bool":
-        return "((uint8_t)1)" if value else "((uint8_t)0)"
-    if dtype.startswith("int"):
-        return f"(({C_TYPES[dtype]}){int(value)}LL)"
-    if np.isnan(value):
-        return "NAN" if dtype == "float64" else "((float)NAN)"
-    if np.isinf(value):
-        return ("INFINITY" if value > 0 else "(-INFINITY)") if dtype == "float64" else \
-            ("((float)INFINITY)" if value > 0 else "((float)-INFINITY)")
-    return repr(float(value)) + ("f" if dtype == "float32" else "")

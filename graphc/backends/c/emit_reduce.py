@@ -12,18 +12,9 @@ from __future__ import annotations
 
 from ...lower import Kernel
 from ..cexpr import C_TYPES
+from ..cfamily.emitter import reduce_identity
 
 BLOCK = 256
-
-
-def _identity(kind: str, dtype: str) -> str:
-    if kind == "sum":
-        return "0"
-    big = {"float32": "INFINITY", "float64": "INFINITY", "int32": "INT32_MAX", "int64": "INT64_MAX",
-           "bool": "1"}[dtype]
-    small = {"float32": "-INFINITY", "float64": "-INFINITY", "int32": "INT32_MIN", "int64": "INT64_MIN",
-             "bool": "0"}[dtype]
-    return small if kind == "max" else big
 
 
 def _combine(kind: str, dtype: str, acc: str, v: str) -> str:
@@ -60,11 +51,11 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
     acc_t = "double" if (kind == "sum" and dtype == "float32") else ct
     reduced_mask = tuple(a in op.axes for a in range(x.ndim))
     operands = [v for v in k.inputs]
-    sizes, offset, groups = em._loops(x, operands, masks={"reduced": reduced_mask})
+    sizes, offset, groups = em.loop_nest(x, operands, masks={"reduced": reduced_mask})
     flags = [reduced_mask[g[-1]] for g in groups]
     decls, names = em.local_pointers(k.inputs, [])
-    body = em._body(k.nodes[:-1], k.inputs, offset, names)
-    value = em._value[id(x)]
+    body, values = em.body(k.nodes[:-1], k.inputs, offset, names)
+    value = values[id(x)]
     optr = em.ptr(out, const=False)
     kept = [j for j, f in enumerate(flags) if not f]
     ostride = {}
@@ -74,7 +65,7 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
     oidx = " + ".join(f"i{j}*{ostride[j]}" if ostride[j] != "1" else f"i{j}" for j in kept) or "0"
     total = "*".join(f"({s})" for s in sizes) or "1"
     osize = em.size(out)
-    ident = _identity(kind, dtype)
+    ident = reduce_identity(kind, dtype)
     head = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
     lines = [f"  {d}" for d in decls] + [f"  {ct} *restrict o = {optr};"]
     n = len(groups)

@@ -32,8 +32,8 @@ import numpy as np
 
 from ...core import Constant, Var
 from ...lower import Kernel, MemoryPlan, Schedule, Target
-from ..c.emit import CEmitter
 from ..cexpr import C_TYPES
+from ..cfamily.emitter import CFamilyEmitter, reduce_identity
 from ..cfamily.index import numel, shape_of
 from .hooks import CudaHooks
 
@@ -178,21 +178,14 @@ def lanes(n_groups: int, length: int, strided: bool = False) -> int:
 # -- the emitter -------------------------------------------------------------------------------
 
 
-class CudaEmitter(CudaHooks, CEmitter):
+class CudaEmitter(CudaHooks, CFamilyEmitter):
     """Builds the CUDA source and the launch plan. Public results: `source`, `steps`, `buffers`
     (slot -> root Var, as in C), `params` (D slot -> function of the bound shapes), `checks`,
     `kernel_names`. `prefix` names the kernels (several programs can share one translation unit)."""
 
     def __init__(self, schedule: Schedule, plan: MemoryPlan, prefix: str = "gc"):
-        self.schedule = schedule
-        self.plan = plan
+        super().__init__(schedule, plan)  # slot 0, the error details: int64 per index check
         self.prefix = prefix
-        self.buffers: list = [("errinfo",)]  # slot 0: int64 per index check (first bad position)
-        self._slot: dict = {}
-        self.params: list[Callable[[dict], int]] = []
-        self._param_key: dict[tuple, int] = {}
-        self.errors: dict = {}
-        self.functions: list[str] = []
         self.kernel_names: list[str] = []
         self.steps: list = []
         self.checks: list[IndexCheck] = []
@@ -250,21 +243,11 @@ class CudaEmitter(CudaHooks, CEmitter):
 
     # -- program -------------------------------------------------------------------------------
     def _emit(self) -> str:
-        from . import emit_ops
-
         plan = self.plan
         for dst, src in plan.pre_copies:
             self.steps.append(self._copy(dst, src))
         for i, k in enumerate(self.schedule.kernels):
-            name = f"{self.prefix}_k{i}"
-            if k.kind == "elementwise":
-                self._elementwise_kernel(name, k, i)
-            elif k.kind == "reduce":
-                self._reduce_kernel(name, k, i)
-            elif k.kind == "matmul":
-                emit_ops.matmul(self, name, k, i)
-            else:
-                emit_ops.op_kernel(self, name, k, i)
+            self.emit_kernel(f"{self.prefix}_k{i}", k, i)
         for dst, src in plan.post_copies:
             self.steps.append(self._copy(dst, src))
         return HEADER + "\n" + "\n\n".join(self.functions) + "\n"
@@ -301,25 +284,29 @@ class CudaEmitter(CudaHooks, CEmitter):
         body += ["    " + ln for ln in lines]
         return f"  {self.grid_stride(total)} {{\n" + "\n".join(body) + "\n  }\n"
 
-    # -- elementwise ---------------------------------------------------------------------------
-    def _elementwise_kernel(self, name: str, k: Kernel, index: int) -> None:
-        self.begin()
-        shape_var = k.nodes[-1].outputs[0]
-        sizes, offset, _ = self._loops(shape_var, k.inputs + k.outputs)
-        _, names = self.local_pointers(k.inputs, k.outputs)
-        lines = self._body(k.nodes, k.inputs, offset, names)
-        for o in k.outputs:
-            lines.append(f"{names[id(o)]}[{offset(o)}] = {self._value[id(o)]};")
-        self.finish(name, self.flat(sizes, lines), k.label, blocks_for(numel(shape_var)), index)
+    # -- the backend's own kernels -------------------------------------------------------------
+    def elementwise_loop(self, name: str, k: Kernel, index: int, sizes: list[str], lines: list[str],
+                         decls: list[str] = ()) -> None:
+        """Hook: an elementwise kernel's loop nest as one grid-stride loop, a thread per element."""
+        self.finish(name, self.flat(sizes, lines), k.label, blocks_for(numel(k.nodes[-1].outputs[0])), index)
+
+    def gemm(self, name: str, k: Kernel, index: int) -> None:
+        from . import emit_ops
+
+        emit_ops.matmul(self, name, k, index)
+
+    def op_kernel(self, name: str, k: Kernel, index: int) -> None:
+        from . import emit_ops
+
+        emit_ops.op_kernel(self, name, k, index)
 
     # -- reductions ----------------------------------------------------------------------------
-    def _reduce_kernel(self, name: str, k: Kernel, index: int) -> None:
+    def reduce(self, name: str, k: Kernel, index: int) -> None:
         """sum/max/min over any axes with the elementwise prologue fused. Outputs are the kept
         axes' index space (row-major, as the output is laid out), the reduced axes an inner index.
         Reduced innermost ("rows"): a group of lanes per output strides the reduced index, then a
         group reduction. Kept innermost ("cols"): 32 neighbouring outputs per block (coalesced
         reads), 8 lanes each over the reduced index, combined through shared memory."""
-        self.begin()
         node = k.nodes[-1]
         op = node.op
         x, out = node.inputs[0], node.outputs[0]
@@ -327,13 +314,13 @@ class CudaEmitter(CudaHooks, CEmitter):
         acc_t, ct = ACC_T[dtype], C_TYPES[dtype]
         functor = {"sum": "GcSum()", "max": "GcMax()", "min": "GcMin()"}[kind]
         reduced_mask = tuple(a in op.axes for a in range(x.ndim))
-        sizes, offset, groups = self._loops(x, list(k.inputs), masks={"reduced": reduced_mask})
+        sizes, offset, groups = self.loop_nest(x, list(k.inputs), masks={"reduced": reduced_mask})
         flags = [reduced_mask[g[-1]] for g in groups]
         _, names = self.local_pointers(k.inputs, [])
-        body = self._body(k.nodes[:-1], k.inputs, offset, names)
-        value = self._value[id(x)]
+        body, values = self.body(k.nodes[:-1], k.inputs, offset, names)
+        value = values[id(x)]
         o = self.ptr(out, const=False)
-        ident = _identity(kind, dtype)
+        ident = reduce_identity(kind, dtype)
         kept = [j for j, f in enumerate(flags) if not f]
         red = [j for j, f in enumerate(flags) if f]
         m_expr = "*".join(f"({sizes[j]})" for j in kept) or "1"
@@ -406,15 +393,6 @@ class CudaEmitter(CudaHooks, CEmitter):
   }}
 """
         self.finish(name, code, k.label, blocks_for(m_fn, 32), index)
-
-
-def _identity(kind: str, dtype: str) -> str:
-    if kind == "sum":
-        return "0"
-    big = {"float32": "INFINITY", "float64": "INFINITY", "int32": "INT32_MAX", "int64": "INT64_MAX", "bool": "1"}[dtype]
-    small = {"float32": "-INFINITY", "float64": "-INFINITY", "int32": "INT32_MIN", "int64": "INT64_MIN",
-             "bool": "0"}[dtype]
-    return small if kind == "max" else big
 
 
 def emit_cuda(schedule: Schedule, plan: MemoryPlan, prefix: str = "gc") -> CudaEmitter:
