@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import graphc as gc
-from graphc.backends.c import program as c_program
+from graphc.backends.cfamily import program as cfamily_program
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
 
@@ -71,7 +71,7 @@ def test_arguments_the_fast_path_leaves_to_the_checking_path_give_the_same_resul
 
 
 def test_workspace_regrowth_and_signature_eviction_keep_results_right(monkeypatch):
-    monkeypatch.setattr(c_program, "MAX_SIGNATURES", 3)
+    monkeypatch.setattr(cfamily_program, "MAX_SIGNATURES", 3)
     x = gc.placeholder("x", (None, 8))
     f = gc.function([x], gc.tanh(x * 2.0).sum(axis=1) + 1.0, backend="c")
     rng = np.random.default_rng(0)

@@ -11,16 +11,12 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
-from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar, matches
-from ...lower import plan_memory, schedule
-from ..debugcheck import check_kernels
+from ...core import Constant, Graph, SharedVar, matches
+from ..cfamily.program import CFamilyProgram, Signature
 from .build import build_library
 from .emit import TARGET, CEmitter
 from .threads import ADAPTIVE
@@ -34,33 +30,20 @@ CDEF = "int gc_main(void **B, const int64_t *D);"
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-class _Signature:
-    """Everything fixed for one tuple of input shapes."""
+class _Signature(Signature):
+    """Everything fixed for one tuple of input shapes, with the C call's tables."""
 
-    __slots__ = ("ptrs", "dims", "out_shapes", "ptrs_c", "dims_c", "workspace_bytes", "shapes",
-                 "offsets", "generation", "gemm_error", "outputs", "out_dims")
-
-
-#: input-shape signatures kept per program (least recently used dropped first). A signature is
-#: small (pointer and size tables) and cheap to rebuild; the workspace is not per signature.
-MAX_SIGNATURES = 64
+    __slots__ = ("ptrs", "ptrs_c", "dims_c", "generation", "gemm_error", "outputs", "out_dims")
 
 
-class CProgram:
+class CProgram(CFamilyProgram):
     """Executes an optimised Graph as generated C."""
 
+    target = TARGET
+    backend_name = "C"
+
     def __init__(self, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar], debug: bool = False):
-        self.graph = graph
-        self.n_outputs = n_outputs
-        self.debug = debug
-        late = {id(v) for v in graph.outputs[n_outputs:]}
-        self.schedule = schedule(graph, late=late, target=TARGET)
-        self.plan = plan_memory(self.schedule, n_outputs, list(update_targets), reuse=not debug,
-                                alignment=TARGET.alignment)
-        self.emitter = CEmitter(self.schedule, self.plan)
-        for i in range(n_outputs):
-            self.emitter.output_slot(i)
-        self.source = self.emitter.source
+        super().__init__(graph, n_outputs, update_targets, debug)
         self.profiling = os.environ.get("GRAPHC_PROFILE", "0") not in ("", "0")
         if self.profiling:
             built = build_library(self.source, CDEF + "\ndouble *gc_profile(void);", extra_cflags=("-DGC_PROFILE",))
@@ -69,8 +52,6 @@ class CProgram:
         self.library = built
         self._ffi, self._main = built.ffi, built.lib.gc_main
         self.source_path = str(built.source_path)
-        self._input_slots = [(self.emitter._slot.get(id(v)), v) for v in graph.inputs]
-        self._signatures: OrderedDict[tuple, _Signature] = OrderedDict()
         # The signatures `fast_call` may use: pointer tables for the current workspace, shapes
         # that match the inputs' static shapes, no gemm size error. Filled by `_signature`.
         self._fast: dict[tuple, _Signature] = {}
@@ -81,75 +62,51 @@ class CProgram:
         # a signature whose pointer table was filled for an older buffer is refreshed on use.
         self._workspace = np.empty(0, np.uint8)
         self._generation = 0
-        # Serialises calls: the workspace, pointer tables and error info are shared by all calls.
-        self._lock = threading.Lock()
         self._keep: dict[int, np.ndarray] = {}  # arrays whose addresses sit in pointer tables
         self._errinfo = np.zeros(4, np.int64)
         # debug mode compares every call with the reference backend: no path around that
         self.fast_call = None if debug else _fast_caller(self)
-        if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
-            print(f"[graphc] {self.schedule}", file=sys.stderr)
 
-    @property
-    def memory_bytes(self) -> dict[tuple, int]:
-        """Workspace bytes each input-shape signature still cached needs (all share one buffer)."""
-        return {k: s.workspace_bytes for k, s in self._signatures.items()}
+    def make_emitter(self) -> CEmitter:
+        return CEmitter(self.schedule, self.plan)
 
     @property
     def held_bytes(self) -> int:
         """Bytes of workspace held now: one buffer, the size the largest call so far needed."""
         return max(self._workspace.nbytes - 64, 0)
 
+    # -- buffer addresses (see CFamilyProgram._fill_pointers) ------------------------------------
+    def constant_address(self, c: Constant) -> int:
+        return self._keep.setdefault(id(c), np.ascontiguousarray(c.value)).ctypes.data
+
+    def shared_address(self, sv: SharedVar) -> int:
+        return sv.storage.ctypes.data
+
     def _signature(self, shapes_key: tuple) -> _Signature:
         sig = self._signatures.get(shapes_key)
         if sig is not None:
             self._signatures.move_to_end(shapes_key)
             if sig.generation != self._generation:
-                self._point_at_workspace(sig)
+                self._point_at_workspace(sig, workspace_only=True)
                 self._offer_fast(shapes_key, sig)
             return sig
-        shapes = self.graph.bind_shapes(shapes_key)
-        em, plan = self.emitter, self.plan
-        sig = _Signature()
-        sig.dims = np.array([int(fn(shapes)) for fn in em.params] or [0], dtype=np.int64)
-        offsets, total = plan.layout(shapes)
-        sig.workspace_bytes = total
-        sig.gemm_error = em.check_blas_sizes(shapes)
-        if total + 64 > self._workspace.nbytes:
-            self._workspace = np.empty(total + 64, np.uint8)
+        sig = self._bind(shapes_key, _Signature())
+        sig.gemm_error = self.emitter.check_blas_sizes(sig.shapes)
+        if sig.workspace_bytes + 64 > self._workspace.nbytes:
+            self._workspace = np.empty(sig.workspace_bytes + 64, np.uint8)
             self._generation += 1
             self._fast.clear()  # every cached pointer table points at the old buffer
-        sig.shapes, sig.offsets = shapes, offsets
-        for target, value in zip(plan.update_targets, self.graph.outputs[self.n_outputs:]):
-            got = shapes.get(id(value), value.shape)
-            if tuple(got) != target.shape:
-                raise ShapeError(f"update of {target.name!r}: new value has shape {tuple(got)}, the variable has "
-                                 f"{target.shape}")
-        sig.ptrs = np.zeros(max(len(em.buffers), 1), np.uint64)
+        sig.ptrs = np.zeros(max(len(self.emitter.buffers), 1), np.uint64)
         sig.ptrs[0] = self._errinfo.ctypes.data
-        for slot, r in enumerate(em.buffers):
-            if isinstance(r, tuple):  # caller's output arrays (filled per call), error info
-                continue
-            if isinstance(r, Constant):
-                arr = self._keep.setdefault(id(r), np.ascontiguousarray(r.value))
-                sig.ptrs[slot] = arr.ctypes.data
-            elif isinstance(r, SharedVar):
-                sig.ptrs[slot] = r.storage.ctypes.data
-            elif id(r) in plan.in_place:
-                sig.ptrs[slot] = plan.in_place[id(r)].storage.ctypes.data
-            elif isinstance(r, Placeholder) or id(r) in plan.output_backed:
-                continue
         self._point_at_workspace(sig)
-        sig.out_shapes = [(shapes.get(id(v), v.shape), v.dtype) for v in self.graph.outputs[: self.n_outputs]]
         # what the fast path needs per output: (shape, NumPy dtype, pointer-table slots)
-        sig.outputs = [(tuple(shape), np.dtype(dtype), slots)
+        sig.outputs = [(shape, np.dtype(dtype), slots)
                        for (shape, dtype), slots in zip(sig.out_shapes, self._output_slots)]
         sig.out_dims = tuple(shape for shape, _, _ in sig.outputs)
         sig.ptrs_c = self._ffi.cast("void **", sig.ptrs.ctypes.data)
         sig.dims_c = self._ffi.cast("int64_t *", sig.dims.ctypes.data)
-        self._signatures[shapes_key] = sig
-        while len(self._signatures) > MAX_SIGNATURES:
-            self._fast.pop(self._signatures.popitem(last=False)[0], None)
+        for key in self._remember(shapes_key, sig):
+            self._fast.pop(key, None)
         self._offer_fast(shapes_key, sig)
         return sig
 
@@ -166,15 +123,10 @@ class CProgram:
         addr = self._workspace.ctypes.data
         return (addr + 63) // 64 * 64 - addr
 
-    def _point_at_workspace(self, sig: _Signature) -> None:
-        """Fill `sig`'s pointer-table entries for workspace slices from the current buffer."""
-        start = self._workspace.ctypes.data + self._base
-        plan = self.plan
-        for slot, r in enumerate(self.emitter.buffers):
-            if isinstance(r, (tuple, Constant, SharedVar, Placeholder)) or id(r) in plan.in_place \
-                    or id(r) in plan.output_backed:
-                continue
-            sig.ptrs[slot] = start + sig.offsets[id(r)]
+    def _point_at_workspace(self, sig: _Signature, workspace_only: bool = False) -> None:
+        """Fill `sig`'s pointer table from the current workspace buffer (only its workspace
+        entries when the buffer was regrown)."""
+        self._fill_pointers(sig.ptrs, sig, self._workspace.ctypes.data + self._base, workspace_only)
         sig.generation = self._generation
 
     def __call__(self, args: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -194,7 +146,7 @@ class CProgram:
             for (slot, _), a in zip(self._input_slots, args):
                 if slot is not None:
                     ptrs[slot] = address(a)
-            outs = self._output_arrays(sig)
+            outs = [np.empty(shape, dtype) for shape, dtype, _ in sig.outputs]  # the caller owns them
             for o, slots in zip(outs, self._output_slots):
                 p = address(o)
                 for slot in slots:
@@ -216,20 +168,6 @@ class CProgram:
         backend, char_array = self._ffi._backend, self._ffi.typeof("char[]")
         return lambda a: backend.from_buffer(char_array, a, False)
 
-    @functools.cached_property
-    def _output_slots(self) -> list[list[int]]:
-        """Per function output: the pointer-table slots its array fills (the output's own, and
-        the slot of the value it backs when the plan computes that value in the output)."""
-        em, plan = self.emitter, self.plan
-        slots = []
-        for i in range(self.n_outputs):
-            mine = [em._slot[("output", i)]]
-            root = plan.root(self.graph.outputs[i])
-            if plan.output_backed.get(id(root)) == i and id(root) in em._slot:
-                mine.append(em._slot[id(root)])
-            slots.append(mine)
-        return slots
-
     def profile(self) -> list[tuple[str, float]]:
         """(kernel label, seconds spent so far) per kernel; needs GRAPHC_PROFILE=1 at compile time."""
         if not self.profiling:
@@ -237,34 +175,9 @@ class CProgram:
         times = self.library.lib.gc_profile()
         return [(f"k{i}: {k.label}", times[i]) for i, k in enumerate(self.schedule.kernels)]
 
-    def _output_arrays(self, sig) -> list[np.ndarray]:
-        """Fresh output arrays: the caller owns them, no later call writes into them."""
-        return [np.empty(shape, dtype) for shape, dtype, _ in sig.outputs]
-
-    def _debug_call(self, args):
-        """Run the reference backend first (on the same pre-call state), then C; compare every
-        kernel's outputs in schedule order and raise on the first that differs."""
-        from ..ref import RefProgram
-
-        ref = RefProgram(self.graph, len(self.graph.outputs), [])
-        expected = ref.evaluate(args)
-        outs = self._call(args)
-        sig = self._signatures[tuple(a.shape for a in args)]
-        check_kernels(self.schedule, expected, lambda v: self._value_after_call(v, sig, outs), "C", self.source_path,
-                      compile_step=lambda graph, n: CProgram(graph, n, [], debug=True))
-        return outs
-
-    def _value_after_call(self, v, sig, outs):
-        plan = self.plan
-        r = plan.root(v)
-        shape = sig.shapes.get(id(v), v.shape)
-        if id(r) in plan.output_backed:
-            return outs[plan.output_backed[id(r)]].reshape(shape)
-        if id(r) in sig.offsets:
-            n = int(np.prod(shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
-            start = self._base + sig.offsets[id(r)]
-            return self._workspace[start:start + n].view(v.dtype).reshape(shape)
-        return None
+    def workspace_bytes_at(self, sig: _Signature, offset: int, n: int) -> np.ndarray:
+        start = self._base + offset
+        return self._workspace[start:start + n]
 
 
 def _fast_caller(prog: CProgram):

@@ -23,25 +23,20 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
-import threading
 import weakref
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from ...core import Constant, Graph, Placeholder, ShapeError, SharedVar, add_storage_observer, matches
-from ...lower import plan_memory, schedule
 from ...passes import optimize
 from ..args import cast_arg, convert_arg
 from ..cfamily.index import shape_of
-from ..debugcheck import check_kernels
+from ..cfamily.program import CFamilyProgram, Signature
 from .device import NEEDS, available, require_cupy  # noqa: F401 - re-exported
 from .emit import TARGET, Copy, CudaEmitter, Gemm, HostCall, HostLoop, Launch, Memset
 
 LLMAX = (1 << 63) - 1
-MAX_SIGNATURES = 64  # as the C backend's
 
 
 def make_device():
@@ -130,45 +125,34 @@ def mirror_of(device, sv: SharedVar) -> DeviceMirror:
     return MIRRORS.of(device, sv)
 
 
-class _Signature:
-    __slots__ = ("shapes", "dims", "workspace", "workspace_bytes", "base", "offsets", "errinfo", "ptrs", "run",
-                 "out_shapes", "keep")
+class _Signature(Signature):
+    __slots__ = ("workspace", "base", "errinfo", "ptrs", "run", "keep")
 
 
-class CudaProgram:
+class CudaProgram(CFamilyProgram):
     """Executes an optimised Graph as CUDA kernels on the current CuPy device."""
+
+    target = TARGET
+    backend_name = "CUDA"
 
     def __init__(self, graph: Graph, n_outputs: int, update_targets: Sequence[SharedVar], debug: bool = False,
                  to_host: bool = False, device=None):
         self.device = device or make_device()
-        self.graph = graph
-        self.n_outputs = n_outputs
-        self.update_targets = list(update_targets)
-        self.debug = debug
-        self.to_host = to_host
-        late = {id(v) for v in graph.outputs[n_outputs:]}
-        self.schedule = schedule(graph, late=late, target=TARGET)
-        self.plan = plan_memory(self.schedule, n_outputs, self.update_targets, reuse=not debug,
-                                alignment=TARGET.alignment)
-        self.emitter = CudaEmitter(self.schedule, self.plan)
-        for i in range(n_outputs):
-            self.emitter.output_slot(i)
-        self.source = self.emitter.source
-        launches = [s for s in self.emitter.steps if isinstance(s, Launch)]
-        self._functions, self.source_path, self.cache_hit = self.device.load(self.source, launches)
+        self.to_host_results = to_host
+        super().__init__(graph, n_outputs, update_targets, debug)
         em = self.emitter
-        self._input_slots = [(em._slot.get(id(v)), v) for v in graph.inputs]
+        launches = [s for s in em.steps if isinstance(s, Launch)]
+        self._functions, self.source_path, self.cache_hit = self.device.load(self.source, launches)
         shared = [r for r in em.buffers if isinstance(r, SharedVar)]
         shared += list(self.plan.in_place.values()) + self.update_targets
         self._shared = list({id(s): s for s in shared}.values())
         self._consts: dict[int, object] = {}
-        # one workspace per input-shape signature, the 64 most recently used kept (an LRU: a
-        # thousand batch sizes do not hold a thousand workspaces on the device)
-        self._signatures: OrderedDict[tuple, _Signature] = OrderedDict()
-        self._lock = threading.Lock()
-        self._last = None
-        if os.environ.get("GRAPHC_DEBUG", "0") not in ("", "0"):
-            print(f"[graphc] {self.schedule}", file=sys.stderr)
+
+    def make_emitter(self) -> CudaEmitter:
+        return CudaEmitter(self.schedule, self.plan)
+
+    def debug_step_program(self, graph: Graph, n_outputs: int) -> CudaProgram:
+        return CudaProgram(graph, n_outputs, [], debug=True, device=self.device)
 
     # -- arguments -----------------------------------------------------------------------------
     def convert_arg(self, p: Placeholder, value, allow_downcast: bool):
@@ -186,69 +170,44 @@ class CudaProgram:
             raise ShapeError(f"input {p.name!r} expects shape {p.shape}, got {arr.shape}")
         return arr
 
-    @property
-    def memory_bytes(self) -> dict[tuple, int]:
-        """Workspace bytes per input-shape signature seen so far."""
-        return {k: s.workspace_bytes for k, s in self._signatures.items()}
-
-    # -- binding (once per input-shape signature) ------------------------------------------------
-    def _const(self, c: Constant) -> int:
+    # -- buffer addresses (see CFamilyProgram._fill_pointers) ------------------------------------
+    def constant_address(self, c: Constant) -> int:
         arr = self._consts.get(id(c))
         if arr is None:  # uploaded once per program; the graph keeps `c` (and so its id) alive
             arr = self._consts[id(c)] = self.device.asarray(np.ascontiguousarray(c.value))
         return self.device.ptr(arr)
 
+    def shared_address(self, sv: SharedVar) -> int:
+        return self.device.ptr(mirror_of(self.device, sv).array)
+
+    def scratch_address(self, buffer: tuple, sig: _Signature) -> int:
+        _, _key, dtype, count = buffer
+        arr = self.device.zeros((count,), dtype)
+        sig.keep.append(arr)
+        return self.device.ptr(arr)
+
+    # -- binding (once per input-shape signature) ------------------------------------------------
     def _signature(self, key: tuple) -> _Signature:
         sig = self._signatures.get(key)
         if sig is not None:
             self._signatures.move_to_end(key)
             return sig
-        dev, em, plan = self.device, self.emitter, self.plan
-        shapes = self.graph.bind_shapes(key)
-        for target, value in zip(plan.update_targets, self.graph.outputs[self.n_outputs:]):
-            got = shapes.get(id(value), value.shape)
-            if tuple(got) != target.shape:
-                raise ShapeError(f"update of {target.name!r}: new value has shape {tuple(got)}, the variable has "
-                                 f"{target.shape}")
-        sig = _Signature()
-        sig.shapes = shapes
-        sig.dims = dev.asarray(np.array([int(fn(shapes)) for fn in em.params] or [0], dtype=np.int64))
-        offsets, total = plan.layout(shapes)
-        sig.workspace_bytes = total
-        sig.workspace = dev.empty((total + 256,), np.uint8)
+        dev, em = self.device, self.emitter
+        sig = self._bind(key, _Signature())
+        dims = sig.dims
+        sig.dims = dev.asarray(dims)
+        sig.workspace = dev.empty((sig.workspace_bytes + 256,), np.uint8)
         sig.base = (dev.ptr(sig.workspace) + 255) // 256 * 256
-        sig.offsets = offsets
         sig.errinfo = dev.zeros((max(1, len(em.checks)),), np.int64)
         sig.keep = []
-        ptrs = [0] * len(em.buffers)
-        ptrs[0] = dev.ptr(sig.errinfo)
-        for slot, r in enumerate(em.buffers):
-            if isinstance(r, tuple) and r[0] == "scratch":
-                arr = dev.zeros((r[3],), r[2])
-                sig.keep.append(arr)
-                ptrs[slot] = dev.ptr(arr)
-                continue
-            if isinstance(r, tuple):  # caller's output arrays (per call), errinfo
-                continue
-            if isinstance(r, Constant):
-                ptrs[slot] = self._const(r)
-            elif isinstance(r, SharedVar):
-                ptrs[slot] = dev.ptr(mirror_of(dev, r).array)
-            elif id(r) in plan.in_place:
-                ptrs[slot] = dev.ptr(mirror_of(dev, plan.in_place[id(r)]).array)
-            elif isinstance(r, Placeholder) or id(r) in plan.output_backed:
-                continue
-            else:
-                ptrs[slot] = sig.base + offsets[id(r)]
-        sig.ptrs = ptrs
-        sig.run = [f for f in (self._bind(step, shapes, sig) for step in em.steps) if f is not None]
-        sig.out_shapes = [(tuple(shapes.get(id(v), v.shape)), v.dtype) for v in self.graph.outputs[: self.n_outputs]]
-        self._signatures[key] = sig
-        while len(self._signatures) > MAX_SIGNATURES:
-            self._signatures.popitem(last=False)
+        sig.ptrs = [0] * len(em.buffers)
+        sig.ptrs[0] = dev.ptr(sig.errinfo)
+        self._fill_pointers(sig.ptrs, sig, sig.base)
+        sig.run = [f for f in (self._bind_step(step, sig.shapes, sig) for step in em.steps) if f is not None]
+        self._remember(key, sig)
         return sig
 
-    def _bind(self, step, shapes, sig):
+    def _bind_step(self, step, shapes, sig):
         """One step of the launch sequence as a closure over (pointer table, stream)."""
         dev = self.device
         if isinstance(step, Launch):
@@ -373,17 +332,11 @@ class CudaProgram:
 
     # -- calls ---------------------------------------------------------------------------------
     def __call__(self, args: Sequence) -> list:
-        if self.debug:
-            return self._debug_call(args)
-        return self._finish(self._call(args))
-
-    def _finish(self, outs):
-        if self.to_host:
-            return [self.device.to_host(o) for o in outs]
-        return outs
+        outs = self._debug_call(args) if self.debug else self._call(args)
+        return [self.device.to_host(o) for o in outs] if self.to_host_results else outs
 
     def _call(self, args):
-        dev, em, plan = self.device, self.emitter, self.plan
+        dev, em = self.device, self.emitter
         with self._lock:
             key = tuple(tuple(a.shape) for a in args)
             sig = self._signature(key)
@@ -396,11 +349,9 @@ class CudaProgram:
                 if slot is not None:
                     ptrs[slot] = dev.ptr(a)
             outs = [dev.empty(shape, dtype) for shape, dtype in sig.out_shapes]
-            for i, o in enumerate(outs):
-                ptrs[em._slot[("output", i)]] = dev.ptr(o)
-                root = plan.root(self.graph.outputs[i])
-                if plan.output_backed.get(id(root)) == i and id(root) in em._slot:
-                    ptrs[em._slot[id(root)]] = dev.ptr(o)
+            for o, slots in zip(outs, self._output_slots):
+                for slot in slots:
+                    ptrs[slot] = dev.ptr(o)
             stream = dev.stream()
             if em.checks:
                 dev.memset(ptrs[0], sig.errinfo.nbytes, stream)
@@ -408,7 +359,6 @@ class CudaProgram:
                 run(ptrs, stream)
             for t in self.update_targets:
                 mirror_of(dev, t).device_newer = True
-            self._last = (sig, on_device)
             if em.checks:
                 self._raise_index_errors(sig, ptrs)
         return outs
@@ -441,31 +391,11 @@ class CudaProgram:
                                  " (CUDA: the index was computed on the device; the call's other results and "
                                  "updates were still written)")
 
-    # -- debug mode ----------------------------------------------------------------------------
-    def _debug_call(self, args):
-        """Run the reference backend first (same pre-call state), then CUDA; compare every kernel's
-        outputs in schedule order and raise on the first that differs."""
-        from ..ref import RefProgram
-
+    # -- debug mode (see CFamilyProgram._debug_call) ---------------------------------------------
+    def to_host(self, a) -> np.ndarray:
         dev = self.device
-        host_args = [dev.to_host(a) if dev.is_array(a) and not isinstance(a, np.ndarray) else np.asarray(a)
-                     for a in args]
-        expected = RefProgram(self.graph, len(self.graph.outputs), []).evaluate(host_args)
-        outs = self._call(args)
-        sig = self._last[0]
-        check_kernels(self.schedule, expected, lambda v: self._value_after_call(v, sig, outs), "CUDA",
-                      self.source_path,
-                      compile_step=lambda graph, n: CudaProgram(graph, n, [], debug=True, device=self.device))
-        return self._finish(outs)
+        return dev.to_host(a) if dev.is_array(a) and not isinstance(a, np.ndarray) else np.asarray(a)
 
-    def _value_after_call(self, v, sig, outs):
-        plan, dev = self.plan, self.device
-        r = plan.root(v)
-        shape = tuple(sig.shapes.get(id(v), v.shape))
-        if id(r) in plan.output_backed:
-            return dev.to_host(outs[plan.output_backed[id(r)]]).reshape(shape)
-        if id(r) in sig.offsets:
-            n = int(np.prod(shape, dtype=np.int64)) * np.dtype(v.dtype).itemsize
-            start = sig.base - dev.ptr(sig.workspace) + sig.offsets[id(r)]
-            return dev.to_host(sig.workspace[start:start + n]).view(v.dtype).reshape(shape)
-        return None
+    def workspace_bytes_at(self, sig: _Signature, offset: int, n: int) -> np.ndarray:
+        start = sig.base - self.device.ptr(sig.workspace) + offset
+        return self.to_host(sig.workspace[start:start + n])
