@@ -1077,3 +1077,34 @@ def test_optimize_accepts_every_stage_name():
     assert optimize(g, exclude=STAGE_NAMES).outputs == g.outputs
     assert optimize(g).outputs == (x,)
     assert {"canonicalize", "stabilize", "fold", "simplify", "cse", "dce"} <= set(STAGE_NAMES)
+
+
+def test_rules_rewrite_a_scan_step_graph_and_its_nested_scans():
+    """The rewrite engine descends into inner graphs: log(softmax(.)) inside a scan's step (and
+    inside a scan nested in that step) becomes the stable log_softmax, with the same values."""
+    x = gc.placeholder("x", (4, 2, 3), "float64")
+
+    def inner_step(r, acc):
+        return acc + gc.log(gc.softmax(r * 1.0))
+
+    def step(xt, h):
+        inner = gc.scan(inner_step, sequences=xt, outputs_info=gc.constant(np.zeros(3)))
+        return h + gc.log(gc.softmax(xt[0] + h)) + inner[-1]
+
+    hs = gc.scan(step, sequences=x, outputs_info=gc.constant(np.zeros(3)))
+    g = optimize(Graph([x], [hs]))
+
+    def step_ops(graph_outputs, depth):
+        """Op names inside the scans at nesting `depth` (1: the outer step graph)."""
+        scans = [n for n in toposort(graph_outputs) if n.op.name == "scan"]
+        if depth == 1:
+            return {m.op.name for s in scans for m in toposort(s.op.inner_outputs())}
+        return set().union(*(step_ops(s.op.inner_outputs(), depth - 1) for s in scans))
+
+    for depth in (1, 2):
+        names = step_ops(g.outputs, depth)
+        assert "log_softmax" in names and "softmax" not in names, (depth, names)
+    value = np.random.default_rng(0).normal(size=(4, 2, 3))
+    got = gc.function([x], g.outputs[0], backend="ref")(value)
+    want = gc.function([x], hs, backend="ref", exclude_passes=STAGE_NAMES)(value)
+    np.testing.assert_allclose(got, want, rtol=1e-12)

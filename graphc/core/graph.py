@@ -267,6 +267,15 @@ class Op:
         n = type(self).__name__
         return "".join("_" + c.lower() if c.isupper() else c for c in n).lstrip("_")
 
+    def inner_outputs(self) -> tuple:
+        """The outputs of the graph this op holds (scan's step graph); () for ordinary ops."""
+        return ()
+
+    def with_inner_outputs(self, outputs: Sequence[Var]) -> Op:
+        """This op holding a graph with `outputs` (same inner inputs, same types) instead: the
+        rewrite engine uses it to optimise the step graph of a loop like the graph around it."""
+        raise TypeError(f"{self.name} holds no inner graph")
+
     def attrs(self) -> dict:
         from dataclasses import fields, is_dataclass
 

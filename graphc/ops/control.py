@@ -13,7 +13,7 @@ only the last step's value for outputs marked ``last`` (used by the gradient's a
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -89,6 +89,12 @@ class Scan(Op):
 
     def rng_counters(self, node):
         return list(self.counters)
+
+    def inner_outputs(self) -> tuple:
+        return self.body.outputs
+
+    def with_inner_outputs(self, outputs: Sequence[Var]) -> Scan:
+        return replace(self, body=ScanBody(self.body.inputs, outputs))
 
     def infer(self, *types: TensorType) -> tuple[TensorType, ...]:
         seq_types = types[: self.n_seqs]

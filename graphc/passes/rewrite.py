@@ -45,11 +45,20 @@ class RuleSet:
 
 
 def rewrite_vars(outputs: Sequence[Var], rules: RuleSet, max_steps: int = 16) -> list[Var]:
-    """Rewrite the graph under `outputs` with `rules`; returns the new output Vars."""
+    """Rewrite the graph under `outputs` with `rules`; returns the new output Vars. A node with
+    several outputs is rebuilt on rewritten inputs; an op holding a graph (a scan's step) gets
+    its inner graph rewritten by the same rules first."""
     memo: dict[int, Var] = {}
     for node in toposort(outputs):
         inputs = [memo.get(id(v), v) for v in node.inputs]
-        new = node if all(a is b for a, b in zip(inputs, node.inputs)) else apply(node.op, inputs)
+        op = node.op
+        if op.inner_graph:
+            inner = op.inner_outputs()
+            rewritten = rewrite_vars(inner, rules, max_steps)
+            if any(a is not b for a, b in zip(rewritten, inner)):
+                op = op.with_inner_outputs(rewritten)
+        same = op is node.op and all(a is b for a, b in zip(inputs, node.inputs))
+        new = node if same else apply(op, inputs)
         if new.op.nout == 1:
             out = _apply_rules(new.outputs[0], rules, max_steps)
             memo[id(node.outputs[0])] = out
