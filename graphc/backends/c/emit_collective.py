@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ...ops.collective import Allreduce, check_once, world
 from ..cexpr import C_TYPES
+from ..cfamily.emitter import KernelError
 from .hooks import c_function
 
 # MPI counts are C ints: larger packs go in chunks of 2**30 elements
@@ -60,7 +61,7 @@ def allreduce(em, name: str, node, index: int, label: str = "") -> str:
             lines.append(f"  memcpy(B[{em.slot(y)}], B[{em.slot(x)}], (size_t)({nbytes}));")
     count = " + ".join(f"({em.size(y)})" for y in node.outputs)
     code = (index + 1) << 4 | 2
-    em.errors[code] = (RuntimeError, "allreduce: MPI_Allreduce failed with MPI error code {0}")
+    em.errors[code] = KernelError(RuntimeError, "allreduce: MPI_Allreduce failed with MPI error code {0}", index)
     lines.append(f"""  if ({fn} == 0) return 0;  /* one rank: the sum and the mean are the identity */
   {ct} *restrict buf = ({ct} *)B[{em.slot(node.outputs[0])}];
   const int64_t count = {count};

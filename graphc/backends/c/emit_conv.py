@@ -54,6 +54,7 @@ from ...ops.conv import (
     MaxPool2DGrad,
 )
 from ..cexpr import C_TYPES
+from ..cfamily.emitter import KernelError
 from .hooks import c_function
 
 # per-image gemm work (m*n*k) below which OpenBLAS runs single-threaded anyway
@@ -79,7 +80,7 @@ def _gemm_fn(dtype: str) -> str:
 
 def _oom(em, index: int, op: str) -> tuple[int, str]:
     code = (index + 1) << 4 | 2
-    em.errors[code] = (MemoryError, op + ": could not allocate {0} bytes of scratch memory")
+    em.errors[code] = KernelError(MemoryError, op + ": could not allocate {0} bytes of scratch memory", index)
     return code, f"{{ GC_ERR[0] = (int64_t)(scratch_bytes); return {code}; }}"
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from ...core import Constant, Graph, Placeholder
 from ...lower import GemmKernel, plan_memory, schedule
 from ...passes import optimize
+from ..cfamily.emitter import KernelError
 from .emit import TARGET
 from .emit_conv import BLAS_THREADS_DECL
 
@@ -100,7 +101,8 @@ def scan_kernel(em, name: str, node, index: int) -> str:
 
     macs = em.param(("scan", id(node), "macs"), step_macs)
     code_oom = (index + 1) << 4 | 3
-    em.errors[code_oom] = (MemoryError, "scan: could not allocate {0} bytes for the loop body's workspace")
+    em.errors[code_oom] = KernelError(MemoryError, "scan: could not allocate {0} bytes for the loop body's workspace",
+                                      index)
     steps = str(op.n_steps) if op.n_steps is not None else em.dim(seqs[0], 0)
     lines = [f"  const int64_t T = {steps};",
              f"  const int64_t *restrict SD = D + {d_base}; (void)SD;",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ...core import Var
 from ..cexpr import C_TYPES
+from ..cfamily.emitter import KernelError
 
 HEAD = "static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
 
@@ -51,7 +52,8 @@ class CHooks:
         """Refuse out-of-range indices before anything is written: the kernel returns its code,
         the first bad index and the size go to the error details (GC_ERR) for the message."""
         code = (index + 1) << 4 | 1
-        self.errors[code] = (IndexError, op + ": index {0} is out of range for axis " + str(axis) + " of size {1}")
+        self.errors[code] = KernelError(IndexError, f"{op}: index {{0}} is out of range for axis {axis} of size {{1}}",
+                                        index)
         return f"""  {{ const {C_TYPES[idx.dtype]} *restrict ix = {self.ptr(idx)}; const int64_t ni = {self.size(idx)};
     int64_t bad = 0;
     for (int64_t j = 0; j < ni; j++) bad |= (ix[j] < -({size})) | (ix[j] >= ({size}));

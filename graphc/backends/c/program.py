@@ -159,8 +159,10 @@ class CProgram(CFamilyProgram):
 
     def _raise_kernel_error(self, rc: int):
         """Raise the error that the generated code's return code `rc` stands for."""
-        kind, fmt = self.emitter.errors.get(rc, (RuntimeError, f"generated kernel failed with code {rc}"))
-        raise kind(fmt.format(*self._errinfo.tolist()))
+        err = self.emitter.errors.get(rc)
+        if err is None:
+            raise RuntimeError(f"generated kernel failed with code {rc}")
+        raise err.exc(err.message.format(*self._errinfo.tolist()))
 
     @functools.cached_property
     def _address(self):

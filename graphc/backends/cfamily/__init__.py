@@ -11,7 +11,8 @@ between the languages, its *hooks*:
 - ``em.zero(v, index)``: code (or a step) setting `v` to zeros before the kernel;
 - ``em.index_check(idx, size, size_fn, index, op, axis)``: the error channel refusing
   out-of-range indices before anything is written (C: a return code; CUDA: errinfo and an
-  `IndexCheck` the host raises from);
+  entry in `errors` the host raises from); every way a kernel refuses its input is one
+  `KernelError` record in the emitter's `errors` table, in both languages;
 - ``em.kernel(name, body, label, work, index, launch)``: close the kernel (C: a function; CUDA:
   a `__global__` function and its launch over ``work(shapes)`` threads, or `launch` blocks);
 - the line hooks of `lines.py` (a reduction along each line, then a write along it).

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +26,22 @@ from ..cexpr import C_TYPES, cast_c, scalar_c
 # gcc 12 does not vectorise a float loop with a uint8_t temporary in it (a comparison feeding
 # a cast, as one_hot written as t == column is), so such loops ran scalar.
 TEMP_TYPES = dict(C_TYPES, bool="int32_t")
+
+
+@dataclass(frozen=True)
+class KernelError:
+    """One way a kernel refuses its input, before it writes anything: the exception a call raises
+    and its message, formatted over the error details the kernel left (C: the return code's
+    GC_ERR values; CUDA: an index check's first bad position, then the index and `size`). Both
+    emitters keep them in `errors`, by code."""
+
+    exc: type
+    message: str
+    kernel: int = -1
+    #: for index checks: the index Var, its buffer slot, and shapes -> the size checked against
+    var: Var | None = None
+    slot: int = -1
+    size: Callable | None = None
 
 
 class CFamilyEmitter:
@@ -49,8 +66,9 @@ class CFamilyEmitter:
         self._slot: dict = {}
         self.params: list[Callable[[dict], int]] = []
         self._param_key: dict[tuple, int] = {}
-        #: C: kernel return code -> (exception class, message format over the error details)
-        self.errors: dict[int, tuple[type, str]] = {}
+        #: error code -> how a kernel refuses its input (C: the kernel's return code; CUDA: the
+        #: index check's entry in the error details)
+        self.errors: dict[int, KernelError] = {}
         self.functions: list[str] = []
 
     # -- buffers and integers ----------------------------------------------------------------

@@ -137,19 +137,6 @@ class HostLoop:
 
 
 @dataclass
-class IndexCheck:
-    """Indices of slot `slot` (Var `var`) are checked against `size(shapes)` by kernel `kernel`;
-    the first bad position lands in errinfo[`code`]. `message` formats (index, size)."""
-
-    code: int
-    kernel: int
-    var: Var
-    slot: int
-    size: Callable[[Shapes], int]
-    message: str
-
-
-@dataclass
 class _KernelUse:
     """The slots a kernel being emitted touches: slot -> [dtype, written]."""
 
@@ -180,7 +167,7 @@ def lanes(n_groups: int, length: int, strided: bool = False) -> int:
 
 class CudaEmitter(CudaHooks, CFamilyEmitter):
     """Builds the CUDA source and the launch plan. Public results: `source`, `steps`, `buffers`
-    (slot -> root Var, as in C), `params` (D slot -> function of the bound shapes), `checks`,
+    (slot -> root Var, as in C), `params` (D slot -> function of the bound shapes), `errors`,
     `kernel_names`. `prefix` names the kernels (several programs can share one translation unit)."""
 
     def __init__(self, schedule: Schedule, plan: MemoryPlan, prefix: str = "gc"):
@@ -188,7 +175,6 @@ class CudaEmitter(CudaHooks, CFamilyEmitter):
         self.prefix = prefix
         self.kernel_names: list[str] = []
         self.steps: list = []
-        self.checks: list[IndexCheck] = []
         self._use: _KernelUse | None = None
         self.source = self._emit()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...core import Var
+from ..cfamily.emitter import KernelError
 
 
 class CudaHooks:
@@ -40,12 +41,10 @@ class CudaHooks:
 
     def index_check(self, idx: Var, size: str, size_fn: Callable, index: int, op: str, axis: int) -> str:
         """Every thread checks its indices; the first bad position goes to errinfo, and the host
-        raises after the launch (an IndexCheck)."""
-        from .emit import IndexCheck
-
-        code = len(self.checks)
-        self.checks.append(IndexCheck(code, index, idx, self.slot(idx), size_fn,
-                                      op + ": index {0} is out of range for axis " + str(axis) + " of size {1}"))
+        raises after the launch (a KernelError with the index's slot and size)."""
+        code = len(self.errors)
+        self.errors[code] = KernelError(IndexError, f"{op}: index {{0}} is out of range for axis {axis} of size {{1}}",
+                                        index, idx, self.slot(idx), size_fn)
         ix, E = self.ptr(idx), self.errinfo()
         return (f"  {self.grid_stride(self.size(idx), 'j')} {{ const long long s = (long long){ix}[j]; "
                 f"if (s < -({size}) || s >= ({size})) gc_bad_index({E}, {code}, j); }}\n")

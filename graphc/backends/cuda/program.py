@@ -198,7 +198,7 @@ class CudaProgram(CFamilyProgram):
         sig.dims = dev.asarray(dims)
         sig.workspace = dev.empty((sig.workspace_bytes + 256,), np.uint8)
         sig.base = (dev.ptr(sig.workspace) + 255) // 256 * 256
-        sig.errinfo = dev.zeros((max(1, len(em.checks)),), np.int64)
+        sig.errinfo = dev.zeros((max(1, len(em.errors)),), np.int64)
         sig.keep = []
         sig.ptrs = [0] * len(em.buffers)
         sig.ptrs[0] = dev.ptr(sig.errinfo)
@@ -353,20 +353,20 @@ class CudaProgram(CFamilyProgram):
                 for slot in slots:
                     ptrs[slot] = dev.ptr(o)
             stream = dev.stream()
-            if em.checks:
+            if em.errors:
                 dev.memset(ptrs[0], sig.errinfo.nbytes, stream)
             for run in sig.run:
                 run(ptrs, stream)
             for t in self.update_targets:
                 mirror_of(dev, t).device_newer = True
-            if em.checks:
+            if em.errors:
                 self._raise_index_errors(sig, ptrs)
         return outs
 
     def _precheck(self, args, sig) -> None:
         """Index inputs that arrive as NumPy arrays are checked on the host before anything runs,
         so that a bad index changes no state (the C backend's guarantee)."""
-        for chk in self.emitter.checks:
+        for chk in self.emitter.errors.values():
             if not isinstance(chk.var, Placeholder):
                 continue
             a = args[next(i for i, v in enumerate(self.graph.inputs) if v is chk.var)]
@@ -375,19 +375,19 @@ class CudaProgram(CFamilyProgram):
             size = chk.size(sig.shapes)
             bad = np.flatnonzero((a < -size) | (a >= size))
             if bad.size:
-                raise IndexError(chk.message.format(int(a.reshape(-1)[bad[0]]), size))
+                raise chk.exc(chk.message.format(int(a.reshape(-1)[bad[0]]), size))
 
     def _raise_index_errors(self, sig, ptrs) -> None:
         """Indices computed on the device (or passed as device arrays) are checked by the kernels
         that use them: bad ones read as 0 and scatter nothing, and the first is reported here."""
-        found = np.zeros(len(self.emitter.checks), np.int64)
+        found = np.zeros(len(self.emitter.errors), np.int64)
         self.device.read(ptrs[0], found)
-        for chk in self.emitter.checks:
-            if found[chk.code]:
-                pos = LLMAX - int(found[chk.code])
+        for code, chk in self.emitter.errors.items():
+            if found[code]:
+                pos = LLMAX - int(found[code])
                 value = np.zeros(1, chk.var.dtype)
                 self.device.read(ptrs[chk.slot] + pos * value.itemsize, value)
-                raise IndexError(chk.message.format(int(value[0]), chk.size(sig.shapes)) +
+                raise chk.exc(chk.message.format(int(value[0]), chk.size(sig.shapes)) +
                                  " (CUDA: the index was computed on the device; the call's other results and "
                                  "updates were still written)")
 
