@@ -4,8 +4,10 @@ Axes collapse into alternating kept/reduced runs. The loop order always follows 
 memory order; the parallel axis depends on the pattern:
 - a kept axis first: threads split it (disjoint outputs), a reduced innermost run accumulates in
   a local (double for float32 sums) vectorised with an OpenMP simd reduction;
-- everything reduced: per-thread partials, combined in thread order (deterministic);
-- reduced then kept (column sums): threads split the kept axis in blocks.
+- everything reduced, or reduced then kept (column sums): partials of fixed pieces of the rows,
+  taken by whichever thread is free and combined in piece order (the result does not depend on
+  the thread count or on a worker woken late); column blocks per thread when the partial rows
+  would not fit.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ from ..cexpr import C_TYPES
 from ..cfamily.emitter import reduce_identity
 
 BLOCK = 256
+#: fixed pieces of a full or column reduction: the partials' count, and so the rounding, does
+#: not depend on how many threads run or which of them is late
+PIECES = 16
+PARTS_BYTES = 4 << 20  # the most memory the partial rows of a column reduction take
 
 
 def _combine(kind: str, dtype: str, acc: str, v: str) -> str:
@@ -86,87 +92,76 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
                 f"\n{after}o[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', 'acc')};"
             code = inner
             for j in reversed(range(n - 1)):
-                code = loop(j, code, f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)" if j == 0 else "")
+                code = loop(j, code, f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(guided)" if j == 0 else "")
         else:
             code = f"{stmts}\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', value)};"
             for j in reversed(range(n)):
                 pragma = "omp simd" if j == n - 1 and n > 1 else ""
                 if j == 0:
-                    pragma = f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)"
+                    pragma = f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(guided)"
                 code = loop(j, code, pragma)
         lines.append(code)
     elif n == 1:
-        # everything reduced: per-thread partials, combined in thread order
+        # everything reduced: partials over PIECES fixed pieces, handed to whichever thread is
+        # free, combined in piece order: the same result for any thread count or timing
         decl, simd, step, after = _accumulate(kind, dtype, value)
-        lines.append(f"""  {acc_t} parts[GC_MAX_THREADS];
-  int used = 1;
+        lines.append(f"""  {acc_t} parts[{PIECES}];
   const int64_t count = {sizes[0]};
-  #pragma omp parallel if(({total}) > GC_PAR_MIN)
-  {{
-    int t = gc_thread_num(), nt = gc_num_threads();
+  #pragma omp parallel for if(({total}) > GC_PAR_MIN) schedule(dynamic, 1)
+  for (int q = 0; q < {PIECES}; q++) {{
     {acc_t} acc = {ident};
-    {decl}const int64_t chunk = (count + nt - 1) / nt;
-    const int64_t lo = t * chunk, hi = lo + chunk < count ? lo + chunk : count;
+    {decl}const int64_t lo = count * q / {PIECES}, hi = count * (q + 1) / {PIECES};
     #pragma {simd}
     for (int64_t i0 = lo; i0 < hi; i0++) {{
 {stmts}
       {step}
     }}
-    {after}if (t < GC_MAX_THREADS) parts[t] = acc;
-    #pragma omp single
-    used = nt < GC_MAX_THREADS ? nt : GC_MAX_THREADS;
+    {after}parts[q] = acc;
   }}
   {acc_t} total = {ident};
-  for (int t = 0; t < used; t++) total = {_combine(kind, dtype, "total", "parts[t]")};
+  for (int q = 0; q < {PIECES}; q++) total = {_combine(kind, dtype, "total", "parts[q]")};
   o[0] = ({ct})total;""")
     elif n == 2 and flags == [True, False]:
-        # reduced then kept (column reductions, a bias gradient): each thread streams whole rows
-        # of its share of the rows into a private partial (memory order, no stride jumps), and
-        # the partials are combined in thread order; if a partial cannot be allocated, threads
-        # own blocks of output columns instead
+        # reduced then kept (column reductions, a bias gradient): the rows are cut into up to
+        # PIECES fixed pieces, each streamed whole rows at a time (memory order) into its own
+        # partial row by whichever thread is free, and the partials are combined in piece order
+        # (the same result for any thread count or timing). With too little memory for the
+        # partials, threads own blocks of output columns instead.
         acc_upd = _combine(kind, dtype, "a[i1]", value)
         upd = _combine(kind, dtype, "o[i1]", value)
-        part = _combine(kind, dtype, "r", "parts[q][j]")
+        part = _combine(kind, dtype, "r", "parts[q * C + j]")
         lines.append(f"""  const int64_t R = ({sizes[0]}), C = ({sizes[1]});
-  {acc_t} *parts[GC_MAX_THREADS];
-  int used = 0, failed = 0;
-  #pragma omp parallel if(({total}) > GC_PAR_MIN)
-  {{
-    const int t = gc_thread_num(), nt = gc_num_threads() < GC_MAX_THREADS ? gc_num_threads() : GC_MAX_THREADS;
-    {acc_t} *a = t < nt ? ({acc_t} *)malloc(sizeof({acc_t}) * (size_t)(C > 0 ? C : 1)) : NULL;
-    if (t < nt) parts[t] = a;
-    if (t == 0) used = nt;
-    if (t < nt && a == NULL) {{
-      #pragma omp atomic write
-      failed = 1;
-    }}
-    #pragma omp barrier
-    if (!failed && t < nt) {{
-      const int64_t chunk = (R + nt - 1) / nt;
-      const int64_t lo = t * chunk, hi = lo + chunk < R ? lo + chunk : R;
-      for (int64_t j = 0; j < C; j++) a[j] = {ident};
-      for (int64_t i0 = lo; i0 < hi; i0++) {{
-        #pragma omp simd
-        for (int64_t i1 = 0; i1 < C; i1++) {{
+  /* pieces: at most {PIECES}, one per row at most, their partial rows within {PARTS_BYTES >> 20} MiB */
+  int64_t pieces = R < {PIECES} ? R : {PIECES};
+  while (pieces > 1 && pieces * C * (int64_t)sizeof({acc_t}) > {PARTS_BYTES}LL) pieces /= 2;
+  {acc_t} *parts = pieces > 1 ? ({acc_t} *)malloc(sizeof({acc_t}) * (size_t)(pieces * C)) : NULL;
+  if (parts != NULL) {{
+    #pragma omp parallel if(({total}) > GC_PAR_MIN)
+    {{
+      #pragma omp for schedule(dynamic, 1)
+      for (int64_t q = 0; q < pieces; q++) {{
+        {acc_t} *restrict a = parts + q * C;
+        for (int64_t j = 0; j < C; j++) a[j] = {ident};
+        for (int64_t i0 = R * q / pieces; i0 < R * (q + 1) / pieces; i0++) {{
+          #pragma omp simd
+          for (int64_t i1 = 0; i1 < C; i1++) {{
 {stmts}
-          a[i1] = {acc_upd};
+            a[i1] = {acc_upd};
+          }}
         }}
       }}
-    }}
-    #pragma omp barrier
-    if (!failed) {{
       #pragma omp for schedule(static)
       for (int64_t j = 0; j < C; j++) {{
         {acc_t} r = {ident};
-        for (int q = 0; q < used; q++) r = {part};
+        for (int64_t q = 0; q < pieces; q++) r = {part};
         o[j] = ({ct})r;
       }}
     }}
+    free(parts);
+    return 0;
   }}
-  for (int q = 0; q < used; q++) free(parts[q]);
-  if (!failed) return 0;
   for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};
-  #pragma omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)
+  #pragma omp parallel for if(({total}) > GC_PAR_MIN) schedule(guided)
   for (int64_t jb = 0; jb < ({sizes[1]}); jb += {BLOCK}) {{
     int64_t jend = jb + {BLOCK} < ({sizes[1]}) ? jb + {BLOCK} : ({sizes[1]});
     for (int64_t i0 = 0; i0 < ({sizes[0]}); i0++) {{
@@ -188,7 +183,7 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
             f"\n{after}o[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', 'acc')};"
         for j in reversed([m for m in range(n - 1) if m != first]):
             code = loop(j, code)
-        lines.append(loop(first, code, f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(static)"))
+        lines.append(loop(first, code, f"omp parallel for if(({total}) > GC_PAR_MIN) schedule(guided)"))
     else:
         lines.append(f"  for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};")
         code = f"{stmts}\no[{oidx}] = {_combine(kind, dtype, f'o[{oidx}]', value)};"

@@ -17,7 +17,10 @@ def c_function(name: str, body: str) -> str:
 
 
 class CHooks:
-    """Mixed into CEmitter: how C spells each hook a template calls."""
+    """Mixed into CEmitter: how C spells each hook a template calls. Parallel loops hand out
+    work with `schedule(guided)`: a worker that the OS wakes late (a sleeping vCPU takes hundreds
+    of microseconds on a VM) then finds the caller's thread already through most of the loop,
+    instead of the whole region waiting for its fixed half."""
 
     restrict = "restrict"
 
@@ -30,12 +33,12 @@ class CHooks:
     def flat_loop(self, total: str, stmt: str, cost: int = 1, var: str = "i") -> str:
         """Threads over `var` < total when the work (`cost` per element) is worth waking them."""
         limit = "GC_PAR_MIN" if cost == 1 else f"GC_PAR_MIN / {cost}"
-        return (f"  #pragma omp parallel for if(({total}) > {limit}) schedule(static)\n"
+        return (f"  #pragma omp parallel for if(({total}) > {limit}) schedule(guided)\n"
                 f"  for (int64_t {var} = 0; {var} < ({total}); {var}++) {{ {stmt} }}\n")
 
     def rows_loop(self, rows: str, cols: str, stmt: str, pre: str = "") -> str:
         """Threads over rows r, a vectorisable inner loop over q (`pre` once per row)."""
-        return (f"  #pragma omp parallel for if(({rows})*({cols}) > GC_PAR_MIN) schedule(static)\n"
+        return (f"  #pragma omp parallel for if(({rows})*({cols}) > GC_PAR_MIN) schedule(guided)\n"
                 f"  for (int64_t r = 0; r < ({rows}); r++) {{\n" + (f"    {pre}\n" if pre else "")
                 + f"    for (int64_t q = 0; q < ({cols}); q++) {{ {stmt} }}\n  }}\n")
 
@@ -66,7 +69,7 @@ class CHooks:
 
     # -- lines: one thread per line, SIMD along it ------------------------------------------------
     def line_loop(self, name: str, count: str, work: str, fns, reductions, body: str) -> str:
-        return (f"  #pragma omp parallel for if(({work}) > GC_PAR_MIN) schedule(static)\n"
+        return (f"  #pragma omp parallel for if(({work}) > GC_PAR_MIN) schedule(guided)\n"
                 f"  for (int64_t line = 0; line < ({count}); line++) {{\n    const int ok = 1; (void)ok;\n"
                 + body + "  }\n")
 
