@@ -325,3 +325,44 @@ def test_debug_mode_names_the_step_and_the_kernel_inside_a_loop(broken_loop_step
     f, xv = broken_loop_step("c")
     with pytest.raises(AssertionError, match=r"op\[scan\].*first differs at step 1.*elementwise\[.*tanh"):
         f(xv)
+
+
+def test_reductions_give_the_same_bits_for_any_thread_count(monkeypatch):
+    """Full and column reductions combine fixed pieces in a fixed order: the thread count (which
+    the C backend adapts to the free cores at every call) never changes a result's bits."""
+    from graphc.backends.c import threads
+
+    monkeypatch.setattr(threads.ADAPTIVE, "enabled", False)
+    x = gc.placeholder("x", (None, 300), "float64")
+    f = gc.function([x], [x.sum(axis=0), x.sum(), (x * x).max(axis=0), gc.exp(x * 1e-3).sum()], backend="c")
+    v = np.random.default_rng(0).standard_normal((4099, 300)) * 1e3
+    results = []
+    try:
+        for n in (1, 2, 3, 4):
+            threads._set_omp(n)
+            results.append(f(v))
+    finally:
+        threads._set_omp(threads.ADAPTIVE.current)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert a.tobytes() == b.tobytes()
+    np.testing.assert_allclose(results[0][0], v.sum(axis=0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(results[0][1], v.sum(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 17, 64, 1027])
+def test_column_reductions_four_rows_at_a_time_match_numpy(rows):
+    """Column sums/max/min take four rows per pass with the prologue fused; the remainder rows,
+    pieces shorter than four rows, NaN and -inf must come out as NumPy's."""
+    x = gc.placeholder("x", (None, 37), "float32")
+    f = gc.function([x], [(x * x).sum(axis=0), gc.exp(x).max(axis=0), (-x).min(axis=0), x.sum(axis=0)],
+                    backend="c")
+    v = np.random.default_rng(rows).standard_normal((rows, 37)).astype("float32")
+    v[rows // 2, 3] = np.nan
+    v[rows - 1, 5] = -np.inf
+    got = f(v)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = [(v * v).sum(axis=0), np.exp(v).max(axis=0), (-v).min(axis=0), v.sum(axis=0)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=2e-6, atol=1e-5)
+        assert np.array_equal(np.isnan(g), np.isnan(w))

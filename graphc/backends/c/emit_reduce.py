@@ -47,6 +47,10 @@ def _accumulate(kind: str, dtype: str, value: str) -> tuple[str, str, str, str]:
     return "", f"omp simd reduction({kind}:acc)", f"acc = (({value}) {cmp} acc) ? ({value}) : acc;", ""
 
 
+def _indent(text: str, extra: int) -> str:
+    return "\n".join(" " * extra + ln for ln in text.split("\n"))
+
+
 def reduce_kernel(em, name: str, k: Kernel) -> str:
     node = k.nodes[-1]
     op = node.op
@@ -127,22 +131,46 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         # partial row by whichever thread is free, and the partials are combined in piece order
         # (the same result for any thread count or timing). With too little memory for the
         # partials, threads own blocks of output columns instead.
+        # A piece accumulates in the output's type, as NumPy's column sums do (a float32 row
+        # added into a double one cost twice the cache traffic and a conversion per element:
+        # 1.8x NumPy's time on one thread); the pieces are combined in `acc_t`. Rows go four at a
+        # time: the partial row is loaded and stored once per four input rows (a standalone C
+        # test: 13.5 -> 26 GB/s on one core). Each row's prologue runs in its own block with its
+        # own i0.
         acc_upd = _combine(kind, dtype, "a[i1]", value)
         upd = _combine(kind, dtype, "o[i1]", value)
-        part = _combine(kind, dtype, "r", "parts[q * C + j]")
+        four = "\n".join(f"            {{ const int64_t i0 = r0 + {u};\n{_indent(stmts, 6)}\n"
+                         f"              s{u} = {value}; }}" for u in range(4))
+        if kind == "sum":
+            four_upd = "a[i1] = a[i1] + ((s0 + s1) + (s2 + s3));"
+        else:
+            acc4 = "a[i1]"
+            for u in range(4):
+                acc4 = _combine(kind, dtype, acc4, f"s{u}")
+            four_upd = f"a[i1] = {acc4};"
         lines.append(f"""  const int64_t R = ({sizes[0]}), C = ({sizes[1]});
   /* pieces: at most {PIECES}, one per row at most, their partial rows within {PARTS_BYTES >> 20} MiB */
   int64_t pieces = R < {PIECES} ? R : {PIECES};
-  while (pieces > 1 && pieces * C * (int64_t)sizeof({acc_t}) > {PARTS_BYTES}LL) pieces /= 2;
-  {acc_t} *parts = pieces > 1 ? ({acc_t} *)malloc(sizeof({acc_t}) * (size_t)(pieces * C)) : NULL;
+  while (pieces > 1 && pieces * C * (int64_t)sizeof({ct}) > {PARTS_BYTES}LL) pieces /= 2;
+  {ct} *parts = pieces > 1 ? ({ct} *)malloc(sizeof({ct}) * (size_t)(pieces * C)) : NULL;
   if (parts != NULL) {{
     #pragma omp parallel if(({total}) > GC_PAR_MIN)
     {{
       #pragma omp for schedule(dynamic, 1)
       for (int64_t q = 0; q < pieces; q++) {{
-        {acc_t} *restrict a = parts + q * C;
+        {ct} *restrict a = parts + q * C;
+        const int64_t lo = R * q / pieces, hi = R * (q + 1) / pieces;
+        int64_t r0 = lo;
         for (int64_t j = 0; j < C; j++) a[j] = {ident};
-        for (int64_t i0 = R * q / pieces; i0 < R * (q + 1) / pieces; i0++) {{
+        for (; r0 + 4 <= hi; r0 += 4) {{
+          #pragma omp simd
+          for (int64_t i1 = 0; i1 < C; i1++) {{
+            {ct} s0, s1, s2, s3;
+{four}
+            {four_upd}
+          }}
+        }}
+        for (int64_t i0 = r0; i0 < hi; i0++) {{
           #pragma omp simd
           for (int64_t i1 = 0; i1 < C; i1++) {{
 {stmts}
@@ -153,7 +181,7 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
       #pragma omp for schedule(static)
       for (int64_t j = 0; j < C; j++) {{
         {acc_t} r = {ident};
-        for (int64_t q = 0; q < pieces; q++) r = {part};
+        for (int64_t q = 0; q < pieces; q++) r = {_combine(kind, dtype, "r", f"({acc_t})parts[q * C + j]")};
         o[j] = ({ct})r;
       }}
     }}
