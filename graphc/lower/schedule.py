@@ -50,12 +50,28 @@ class _Group:
 def schedule(graph: Graph, late: set[int] = frozenset(), target: Target = DEFAULT_TARGET) -> Schedule:
     """Group `graph`'s nodes into kernels and order them.
 
+    Fusion's cycle check prunes its search by node position, which keeps it linear in deep
+    graphs; a merge that pulls a later node into an early group can defeat that prune (found by
+    the differential fuzzer: a reduction's gradient broadcast back into the group that feeds the
+    reduction). Then the kernel graph has a cycle, and fusion runs again with the exact check.
+
     >>> import graphc as gc
     >>> x = gc.placeholder("x", (None, 8))
     >>> s = schedule(Graph([x], [gc.tanh(x * 2.0 + 1.0).sum(axis=1)]))
     >>> [k.label for k in s.kernels]
     ['reduce[multiply, add, tanh, sum]']
     """
+    try:
+        return _schedule(graph, late, target, exact=False)
+    except _CyclicKernels:
+        return _schedule(graph, late, target, exact=True)
+
+
+class _CyclicKernels(AssertionError):
+    """Fusion's pruned cycle check let a cycle through (see `schedule`)."""
+
+
+def _schedule(graph: Graph, late: set[int], target: Target, exact: bool) -> Schedule:
     max_fused = max_fused_nodes()
     nodes = _value_needed(graph)
     position = {id(n): i for i, n in enumerate(nodes)}
@@ -84,10 +100,10 @@ def schedule(graph: Graph, late: set[int] = frozenset(), target: Target = DEFAUL
     def reaches(starts, targets: set) -> bool:
         """Whether a group in `targets` must run before (or is) one of the groups producing
         `starts`. Iterative (graphs thousands of layers deep must not hit Python's recursion
-        limit), and a group whose last member comes before every target's first member cannot
-        depend on a target, so the search stays local: fusion is linear in the graph, not
-        quadratic."""
-        floor = min(first[t] for t in targets)
+        limit), and a group whose last member comes before every target's first member
+        usually cannot depend on a target, so the search stays local: fusion is linear in the
+        graph, not quadratic. Not always (an early group can gain a late member), hence `exact`."""
+        floor = -1 if exact else min(first[t] for t in targets)
         stack = [g for g in (producer_group(u) for u in starts) if g is not None]
         seen: set[int] = set()
         while stack:
@@ -288,5 +304,5 @@ def _order(kernels: list[Kernel], views: dict[int, Var], late: set[int] = frozen
             if indeg[id(nxt)] == 0:
                 heapq.heappush(heap, (position[id(nxt)], id(nxt), nxt))
     if len(order) != len(kernels):
-        raise AssertionError("fusion produced a cyclic kernel graph")
+        raise _CyclicKernels("fusion produced a cyclic kernel graph")
     return order
