@@ -27,30 +27,174 @@ def test_graphc_matches_numpy_twin_tiny(name):
 
 
 # The workloads that have no twin for a framework (everything else must have one and pass its gate).
+PYTENSOR_NO_TWIN = {"lenet_step", "rnn_step_pyloop", "scan_overhead"}
 NO_TWIN = {
     "torch": {"scan_overhead"},
     "torch_compile": {"scan_overhead"},
     "jax": {"lenet_step", "rnn_step_pyloop", "scan_overhead"},
-    "pytensor": set(TIMED) - {"mlp_adam", "lstm_step", "rnn_step"},
+    "pytensor": PYTENSOR_NO_TWIN,
+    "pytensor_cvm": PYTENSOR_NO_TWIN,
 }
 
 
 def _twin_test(fw):
     if not bench.framework_available(fw):
-        pytest.skip(f"{fw} is not installed in {bench.child_python(fw)}")
+        hint = " (`make twins` builds .venv-twins with it)" if fw in bench.frameworks.TWINS else ""
+        pytest.skip(f"{fw} is not installed in {bench.child_python(fw)}{hint}")
     results = bench.run_child(fw, TIMED, bench.MODES["tiny"])
     assert {n: r["failed"] for n, r in results.items() if r["failed"]} == {}
     # every workload is timed, except those that declare they have no twin for this framework
     assert {n for n, r in results.items() if fw not in r["times"]} == NO_TWIN[fw]
     assert all(fw in r.get("no_twin", {}) for n, r in results.items() if n in NO_TWIN[fw])
+    return results
 
 
-# PyTensor compiles each scan with g++ on first use: minutes with a cold ~/.pytensor cache
+# PyTensor compiles each graph (C VM: g++; default mode: Numba) on first use: minutes with a cold
+# ~/.pytensor cache
 @pytest.mark.parametrize("fw", ["torch", "jax", pytest.param("pytensor", marks=pytest.mark.slow)])
 def test_twins_match_numpy_tiny(fw):
     """Each PyTorch, JAX and PyTensor twin passes the gate (in a child process, as in the
     benchmark; JAX and PyTensor under the twins venv's Python where `make twins` built one)."""
-    _twin_test(fw)
+    results = _twin_test(fw)
+    if fw == "pytensor":  # the default mode is Numba's: no VM of thunks
+        assert {r["thunks"][fw]["linker"] for n, r in results.items() if n not in NO_TWIN[fw]} == {"NumbaLinker"}
+
+
+@pytest.mark.slow
+def test_pytensor_cvm_twins_match_numpy_and_run_c_thunks():
+    """The PyTensor C VM twins pass the gate, PyTensor parsed the BLAS flag the bench gave it, and
+    every node runs a C thunk but the advanced indexing ops (no C code in PyTensor): no gemm
+    falls back to Python."""
+    results = _twin_test("pytensor_cvm")
+    lib = bench.frameworks.openblas_library()
+    if lib is None:
+        pytest.skip("no libopenblas.so (apt-get install libopenblas-dev): the C VM runs without a BLAS")
+    for name, r in results.items():
+        if name in PYTENSOR_NO_TWIN:
+            continue
+        assert "-lopenblas" in r["info"]["blas__ldflags"] and r["blas"] == f"OpenBLAS {lib}"
+        th = r["thunks"]["pytensor_cvm"]
+        assert th["linker"] == "VMLinker" and th["c_thunks"] > 0, (name, th)
+        assert set(th["py_thunks"]) <= {"AdvancedIncSubtensor", "AdvancedSubtensor{idx_list=(0, 1)}"}, (name, th)
+
+
+def test_pytensor_frameworks_are_wired():
+    """Both PyTensor modes are contenders of their own, run in the twins interpreter, and a
+    workload hands each its mode."""
+    assert {"pytensor", "pytensor_cvm"} <= set(bench.FRAMEWORKS) and bench.LABELS["pytensor_cvm"] == "PyTensor C VM"
+    assert bench.child_python("pytensor_cvm") == bench.child_python("pytensor") == bench.child_python("jax")
+    seen = []
+
+    class Probe(bench.Workload):
+        def _pytensor(self, size, mode):
+            seen.append((size, mode))
+            return bench.Impl(lambda: None)
+
+    Probe().impl("pytensor", "tiny")
+    Probe().impl("pytensor_cvm", "full")
+    assert seen == [("tiny", None), ("full", "CVM")]
+    with pytest.raises(NotImplementedError, match="scan_overhead has no PyTensor twin"):
+        bench.SCAN_OVERHEAD.impl("pytensor_cvm", "tiny")
+
+
+def test_openblas_detection_and_child_flags(tmp_path):
+    """The C VM child links the OpenBLAS found (and only that child gets a BLAS flag); without
+    one it is told nothing and the report says so; a user's own blas__ldflags wins."""
+    assert bench.frameworks.openblas_library([str(tmp_path)]) is None
+    (tmp_path / "libopenblas.so.0").write_bytes(b"")  # the runtime library alone cannot be linked
+    assert bench.frameworks.openblas_library([str(tmp_path)]) is None
+    (tmp_path / "libopenblas.so").write_bytes(b"")
+    lib = bench.frameworks.openblas_library(["/nonexistent", str(tmp_path)])
+    assert lib == str(tmp_path / "libopenblas.so")
+
+    env, blas = bench.children.child_env("pytensor_cvm", {"PYTENSOR_FLAGS": "compiledir=/c", "HOME": "/h"}, lib)
+    assert env["HOME"] == "/h" and blas == f"OpenBLAS {lib}"
+    assert env["PYTENSOR_FLAGS"].split(",") == ["floatX=float32", "compiledir=/c",
+                                               f"blas__ldflags=-L{tmp_path} -lopenblas"]
+    env, blas = bench.children.child_env("pytensor", {}, lib)
+    assert env["PYTENSOR_FLAGS"] == "floatX=float32" and blas is None
+    env, blas = bench.children.child_env("pytensor_cvm", {}, None)
+    assert "blas__ldflags" not in env["PYTENSOR_FLAGS"] and "none found" in blas
+    env, blas = bench.children.child_env("pytensor_cvm", {"PYTENSOR_FLAGS": "blas__ldflags=-lmkl_rt"}, lib)
+    assert env["PYTENSOR_FLAGS"] == "floatX=float32,blas__ldflags=-lmkl_rt" and "-lmkl_rt" in blas
+    env, blas = bench.children.child_env("torch", {"X": "1"}, lib)
+    assert env == {"X": "1"} and blas is None
+
+
+def test_run_child_starts_the_cvm_child_with_its_flags(monkeypatch, tmp_path):
+    """run_child hands the C VM child its PYTENSOR_FLAGS and the twins interpreter, and keeps
+    the child's report (the thunks and the flags PyTensor parsed) with each result."""
+    (tmp_path / "libopenblas.so").write_bytes(b"")
+    monkeypatch.setattr(bench.children, "openblas_library", lambda: str(tmp_path / "libopenblas.so"))
+    started = {}
+    line = {"name": "matmul_128", "times": {}, "failed": {}, "build_s": {}, "versions": {},
+            "thunks": {"pytensor_cvm": {"linker": "VMLinker", "c_thunks": 1, "py_thunks": [], "scans": 0}},
+            "info": {"blas__ldflags": f"-L{tmp_path} -lopenblas"}}
+
+    class FakeChild:
+        pid, returncode = 0, 0
+
+        def __init__(self, argv, env, **kw):
+            started.update(argv=argv, env=env)
+
+        def communicate(self, timeout=None):
+            return bench.CHILD_TAG + json.dumps(line) + "\n", ""
+
+    monkeypatch.setattr(bench.children.subprocess, "Popen", FakeChild)
+    (res,) = bench.run_child("pytensor_cvm", ["matmul_128"], bench.MODES["tiny"]).values()
+    assert started["argv"][0] == bench.child_python("pytensor_cvm")
+    assert json.loads(started["argv"][-1])["framework"] == "pytensor_cvm"
+    assert f"blas__ldflags=-L{tmp_path} -lopenblas" in started["env"]["PYTENSOR_FLAGS"].split(",")
+    assert res["blas"] == f"OpenBLAS {tmp_path / 'libopenblas.so'}" and res["thunks"] == line["thunks"]
+
+
+def test_thunk_census_counts_c_python_and_scan_thunks():
+    """What the report says the C VM ran: C thunks (carrying ``cthunk``), Python ones (by op),
+    and a Scan's inner function counted through its Cython loop."""
+    from types import SimpleNamespace as NS
+
+    def c_thunk():
+        pass
+
+    c_thunk.cthunk = object()
+    inner = NS(nodes=[NS(op="Elemwise{tanh}"), NS(op="Dot22")], thunks=[c_thunk, lambda: None])
+    vm = NS(nodes=[NS(op="Dot22"), NS(op=NS(_fn=NS(vm=inner))), NS(op="AdvancedSubtensor")],
+            thunks=[c_thunk, lambda: None, lambda: None])
+    f = NS(maker=NS(linker=NS()), vm=vm)
+    assert bench.frameworks.thunk_census(f) == {"linker": "SimpleNamespace", "c_thunks": 2, "scans": 1,
+                                                "py_thunks": ["AdvancedSubtensor", "Dot22"]}
+    assert bench.frameworks.thunk_census(NS(maker=NS(linker=NS()), vm=lambda: None)) == {"linker": "SimpleNamespace"}
+
+
+def test_report_names_twins_faster_than_graphc_and_the_cvm_blas(monkeypatch):
+    """The table's last column names each contender faster than graphc (PyTensor's modes among
+    them), and the summary says which BLAS the C VM twin ran and what PyTensor parsed."""
+    monkeypatch.setattr(bench.runner, "measure_ceilings", lambda mode: {"copy_GBps": 20.0, "sgemm_GFLOPs": 200.0})
+    monkeypatch.setattr(bench.runner, "framework_available", lambda fw: fw.startswith("pytensor"))
+    children = []
+
+    def fake_child(fw, names, mode):
+        children.append((fw, list(names)))
+        t = {"pytensor": 1.0, "pytensor_cvm": 1e-9}[fw]  # the C VM beats any real graphc time
+        return {n: {"times": {fw: {"median": t, "q1": t, "q3": t, "min": t, "max": t, "n": 3}}, "failed": {},
+                    "build_s": {fw: 0.1}, "thunks": {fw: {"linker": "VMLinker", "c_thunks": 3, "scans": 0,
+                                                          "py_thunks": ["AdvancedSubtensor"]}},
+                    "blas": "OpenBLAS /x/libopenblas.so" if fw == "pytensor_cvm" else None,
+                    "info": {"blas__ldflags": "-L/x -lopenblas", "floatX": "float32", "default_linker": "NumbaLinker"}}
+                for n in names}
+
+    monkeypatch.setattr(bench.runner, "run_child", fake_child)
+    results = bench.run(["ew_short"], "tiny")
+    assert children == [("pytensor", ["ew_short"]), ("pytensor_cvm", ["ew_short"])]
+    (row,) = results["workloads"]
+    assert row["speedup"]["pytensor_cvm"] < 1 < row["speedup"]["pytensor"]
+    table = bench.markdown_table(results)
+    header, _, line = table.splitlines()[:3]
+    assert header.rstrip(" |").endswith("faster than graphc") and line.rstrip(" |").endswith("| PyTensor C VM")
+    assert "`ew_short` PyTensor C VM: 3 C thunks; Python thunks: AdvancedSubtensor." in table
+    text = bench.summary_text(results, "graphc bench")
+    assert "PyTensor C VM BLAS: OpenBLAS /x/libopenblas.so; PyTensor's blas__ldflags: `-L/x -lopenblas`" in text
+    assert "PyTensor: the default mode (NumbaLinker), floatX float32." in text
 
 
 def test_recurrent_numpy_twin_bptt_matches_finite_differences():

@@ -1,10 +1,12 @@
-"""`graphc bench`: graphc side by side with NumPy, PyTorch and JAX, against the machine's limits.
+"""`graphc bench`: graphc side by side with NumPy, PyTorch, JAX and PyTensor, against the machine's limits.
 
 Every workload is defined once, as a graphc graph, with a hand-written NumPy twin (what a good
 NumPy user writes: in-place operations where natural) and, when installed, a PyTorch twin (eager,
-and ``torch.compile`` in the full run), a JAX twin (``jax.jit``) and, for the training steps, a
-PyTensor twin (one compiled ``pytensor.function``). JAX and PyTensor run under the twins venv's
-Python where ``make twins`` built one (``$GRAPHC_BENCH_TWINS_PYTHON`` overrides).
+and ``torch.compile`` in the full run), a JAX twin (``jax.jit``) and a PyTensor twin (one compiled
+``pytensor.function``), timed twice: in PyTensor's default mode (Numba) and in its C VM
+(``mode="CVM"``, linked to the system's OpenBLAS where ``libopenblas.so`` exists). JAX and
+PyTensor run under the twins venv's Python where ``make twins`` built one
+(``$GRAPHC_BENCH_TWINS_PYTHON`` overrides).
 
 Method (learned on a 2-core machine; see benchmarks/RESULTS.md):
 
@@ -16,10 +18,10 @@ Method (learned on a 2-core machine; see benchmarks/RESULTS.md):
   block starts after a settle pause and two untimed calls, because NumPy's OpenBLAS pool and
   graphc's OpenMP/OpenBLAS pools keep spinning for a while after use and a contender timed right
   after another would pay for the other's threads. Inputs rotate among several arrays.
-- **Other frameworks in child processes.** PyTorch (its own OpenMP pool), ``torch.compile`` and
-  JAX (XLA's own thread pool) each run in a child process of their own, started after the graphc
-  and NumPy timings: in one process their pools would contend with NumPy's and graphc's on 2
-  cores (graphc's MLP step measured 48 ms instead of 3 ms beside an idle-spinning PyTorch).
+- **Other frameworks in child processes.** PyTorch (its own OpenMP pool), ``torch.compile``,
+  JAX (XLA's own thread pool) and each PyTensor mode run in a child process of their own,
+  started after the graphc and NumPy timings: in one process their pools would contend with
+  NumPy's and graphc's on 2 cores (graphc's MLP step measured 48 ms instead of 3 ms beside an idle-spinning PyTorch).
 - **Ceilings in the same run.** Memory bandwidth (``np.copyto`` of 32 MB, read + write) and
   float32 gemm (2048^3) are measured at the start and at the end of the run; the larger of the
   two is the ceiling. Each workload's FLOPs and compulsory bytes are counted, its roofline time
@@ -31,7 +33,8 @@ Programmatic use: ``run(names, mode)`` returns the results dict that ``--json`` 
 
 The package, each module importing only those above it:
 
-- ``frameworks``: the contenders, input conversion, the PyTorch/JAX twin helpers;
+- ``frameworks``: the contenders, input conversion, the PyTorch/JAX/PyTensor twin helpers, the
+  C VM's BLAS flags;
 - ``harness``: modes, timing, statistics, the gate, the ``Workload``/``Impl`` protocol;
 - ``workloads``, ``mlp``, ``lenet``, ``rnn``: the benchmarks; ``registry``: them by name, ``select``;
 - ``children``: the child processes (other frameworks, compile time);

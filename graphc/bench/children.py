@@ -1,6 +1,6 @@
-"""Child processes: each of PyTorch, torch.compile and JAX is timed in a process of its own (their
-thread pools would contend with graphc's and NumPy's on a small machine), and the compile-time
-workload runs graphc in fresh processes (cold and warm cache)."""
+"""Child processes: each of PyTorch, torch.compile, JAX and PyTensor (default mode and C VM) is
+timed in a process of its own (their thread pools would contend with graphc's and NumPy's on a
+small machine), and the compile-time workload runs graphc in fresh processes (cold and warm cache)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import sys
 import tempfile
 import traceback
 
-from .frameworks import LABELS, child_python
+from . import frameworks
+from .frameworks import LABELS, PYTENSOR_MODES, child_python, openblas_library, pytensor_flags
 from .harness import MODES, Mode, error_text, run_side, summarize
 from .registry import get_workload
 
@@ -32,14 +33,42 @@ def child_main(spec_json: str) -> int:
 
         warnings.filterwarnings("ignore", message=".*[Dd]onat.*")
     versions = _versions(fw)
+    info = _pytensor_info() if fw in PYTENSOR_MODES else {}
     for name in spec["names"]:
+        frameworks.PYTENSOR_THUNKS.clear()
         try:
             res = run_side(get_workload(name), [fw], mode)
         except Exception as e:
             res = {"times": {}, "failed": {fw: error_text(e)}, "build_s": {}}
             traceback.print_exc()
-        print(CHILD_TAG + json.dumps({"name": name, **res, "versions": versions}), flush=True)
+        if frameworks.PYTENSOR_THUNKS:  # the twin's compiled function(s): what the C VM really ran
+            res["thunks"] = {fw: frameworks.PYTENSOR_THUNKS[-1]}
+        print(CHILD_TAG + json.dumps({"name": name, **res, "versions": versions, "info": info}), flush=True)
     return 0
+
+
+def _pytensor_info() -> dict:
+    """The PyTensor configuration this child really runs with (its flags, as PyTensor parsed
+    them) and, where it links an OpenBLAS, that library's own build string."""
+    import ctypes
+
+    import pytensor
+    from pytensor.compile.mode import get_default_mode
+
+    cfg = pytensor.config
+    out = {"blas__ldflags": cfg.blas__ldflags, "floatX": cfg.floatX,
+           "default_linker": type(get_default_mode().linker).__name__}
+    dirs = [f[2:] for f in cfg.blas__ldflags.split() if f.startswith("-L")]
+    for d in dirs:
+        try:
+            lib = ctypes.CDLL(os.path.join(d, "libopenblas.so"))
+            lib.openblas_get_config.restype = ctypes.c_char_p
+            out["openblas"] = lib.openblas_get_config().decode()
+            out["openblas_path"] = os.path.realpath(os.path.join(d, "libopenblas.so"))
+            break
+        except (OSError, AttributeError):
+            continue
+    return out
 
 
 def _versions(fw: str) -> dict:
@@ -47,7 +76,7 @@ def _versions(fw: str) -> dict:
     import platform
     from importlib import metadata
 
-    dists = {"jax": ("jax", "jaxlib"), "pytensor": ("pytensor",)}.get(fw, ("torch",))
+    dists = {"jax": ("jax", "jaxlib"), "pytensor": ("pytensor",), "pytensor_cvm": ("pytensor",)}.get(fw, ("torch",))
     out = {"python": platform.python_version()}
     for d in dists:
         try:
@@ -57,10 +86,27 @@ def _versions(fw: str) -> dict:
     return out
 
 
+def child_env(fw: str, environ: dict[str, str], library: str | None) -> tuple[dict[str, str], str | None]:
+    """The environment of `fw`'s child, from `environ`, and for the PyTensor C VM how its BLAS
+    was chosen (`library`: the OpenBLAS that `openblas_library` found, or None). Only the
+    PyTensor children get PYTENSOR_FLAGS, and only the C VM's links a BLAS.
+
+    >>> env, blas = child_env("pytensor_cvm", {}, "/usr/lib/libopenblas.so")
+    >>> env["PYTENSOR_FLAGS"], blas
+    ('floatX=float32,blas__ldflags=-L/usr/lib -lopenblas', 'OpenBLAS /usr/lib/libopenblas.so')
+    """
+    env = dict(environ)
+    if fw not in PYTENSOR_MODES:
+        return env, None
+    env["PYTENSOR_FLAGS"], blas = pytensor_flags(fw, environ.get("PYTENSOR_FLAGS", ""), library)
+    return env, blas
+
+
 def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dict]:
     """Time framework `fw` on `names` in a child process; {name: run_side result}. Workloads the
-    child did not finish (timeout, crash) get a failure naming the cause."""
-    env = dict(os.environ)
+    child did not finish (timeout, crash) get a failure naming the cause. For the PyTensor C VM
+    each result also says which BLAS it was given (``blas``)."""
+    env, blas = child_env(fw, dict(os.environ), openblas_library() if fw == "pytensor_cvm" else None)
     tmp = None
     if fw == "torch_compile":
         env.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")  # no compile-worker pool spinning beside the timings
@@ -69,7 +115,7 @@ def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dic
     spec = json.dumps({"framework": fw, "names": names, "mode": mode.name})
     # PyTensor compiles every scan (and its gradient) with g++ the first time: ~100 s each here
     # with a cold ~/.pytensor cache, a few seconds once cached
-    timeout = mode.child_timeout + (600 if fw == "pytensor" else 0)
+    timeout = mode.child_timeout + (600 if fw in PYTENSOR_MODES else 0)
     proc = subprocess.Popen([child_python(fw), "-c", CHILD_CODE, spec], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     why = None
@@ -92,6 +138,8 @@ def run_child(fw: str, names: list[str], mode: Mode, log=print) -> dict[str, dic
     for name in names:
         if name not in results:
             results[name] = {"times": {}, "failed": {fw: why or "the child process gave no result"}, "build_s": {}}
+        if blas is not None:
+            results[name]["blas"] = blas
     return results
 
 

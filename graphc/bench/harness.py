@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .frameworks import LABELS, convert, to_numpy_list
+from .frameworks import LABELS, PYTENSOR_MODES, convert, to_numpy_list
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ class Workload:
 
     Subclasses define `title`, `data` (a list of input tuples, rotated while timing; seeded, so
     that a child process rebuilds the same ones), `cost` (FLOPs and compulsory bytes per call) and
-    `_graphc`, `_numpy`, `_torch`, `_jax` returning an `Impl`."""
+    `_graphc`, `_numpy`, `_torch`, `_jax` and `_pytensor` (given the PyTensor mode: None for the
+    default, "CVM" for the C VM) returning an `Impl`."""
 
     name = ""
     rtol, atol = 1e-5, 1e-6
@@ -152,6 +153,8 @@ class Workload:
             return self._torch(size, compiled=True)
         if framework == "torch":
             return self._torch(size, compiled=False)
+        if framework in PYTENSOR_MODES:
+            return self._pytensor(size, PYTENSOR_MODES[framework])
         return getattr(self, "_" + framework)(size)
 
     def _torch(self, size: str, compiled: bool) -> Impl:
@@ -166,7 +169,7 @@ class Workload:
     def _jax(self, size: str) -> Impl:
         raise NotImplementedError
 
-    def _pytensor(self, size: str) -> Impl:
+    def _pytensor(self, size: str, mode: str | None) -> Impl:
         raise NotImplementedError(f"{self.name} has no PyTensor twin")
 
 

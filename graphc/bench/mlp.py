@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .frameworks import jax_training_step, torch_fn
+from .frameworks import jax_training_step, pytensor_training_step, torch_fn
 from .harness import Impl, Workload
 
 ADAM = {"beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
@@ -215,13 +215,9 @@ class MLPStep(Workload):
 
         return Impl(*jax_training_step(loss_fn, ws + bs, lr, ADAM if adam else None))
 
-    def _pytensor(self, size):
-        if self.optimizer != "adam":
-            raise NotImplementedError("the PyTensor twin is the Adam step's")
+    def _pytensor(self, size, mode):
         import pytensor
         import pytensor.tensor as pt
-
-        from .rnn import pytensor_adam_fn
 
         ws, bs = mlp_params(np.random.default_rng(3), self._sizes(size))
         params = [pytensor.shared(p) for p in ws + bs]
@@ -233,7 +229,8 @@ class MLPStep(Workload):
                 h = pt.maximum(h, 0)
         logp = h - pt.logsumexp(h, axis=1, keepdims=True)
         loss = -pt.mean(logp[pt.arange(t.shape[0]), t])
-        return pytensor_adam_fn(pytensor, pt, [x, t], loss, params, self.lr)
+        adam = ADAM if self.optimizer == "adam" else None
+        return Impl(*pytensor_training_step([x, t], loss, params, self.lr, adam, mode))
 
 
 class CompileTime(Workload):

@@ -34,7 +34,7 @@ def markdown_table(results: dict) -> str:
     """The results as a Markdown table (visible rows only) with footnotes for failures."""
     others = [fw for fw in FRAMEWORKS if fw != "graphc"]
     hdr = ["workload"] + [LABELS[fw] for fw in FRAMEWORKS] + [f"x {LABELS[fw]}" for fw in others] + [
-        "graphc achieved", "roofline"]
+        "graphc achieved", "roofline", "faster than graphc"]
     lines = ["| " + " | ".join(hdr) + " |", "|" + " --- |" * len(hdr)]
     notes, figures = [], []
     for row in results["workloads"]:
@@ -55,6 +55,7 @@ def markdown_table(results: dict) -> str:
                       f"{100 * row['roofline_fraction']['graphc']:.0f}% ({row['bound']})"]
         else:
             cells += ["", ""]
+        cells.append(", ".join(LABELS[fw] for fw in others if sp.get(fw, 1.0) < 1.0))
         lines.append("| " + " | ".join(cells) + " |")
         figures += _extra_lines(row)
         for fw, err in row["failed"].items():
@@ -69,8 +70,14 @@ def markdown_table(results: dict) -> str:
 
 
 def _extra_lines(row: dict) -> list[str]:
-    """The per-step cost and the gemm ceiling of a row that has them."""
+    """The per-step cost, the gemm ceiling and the PyTensor C VM's Python thunks of a row that
+    has them."""
     out = []
+    for fw, th in row.get("thunks", {}).items():
+        if th.get("py_thunks"):  # ops the C VM ran as Python (no C code, or no BLAS to link)
+            loops = f", {th['scans']} Scan loop(s) (Cython) around them" if th.get("scans") else ""
+            out.append(f"`{row['name']}` {LABELS[fw]}: {th['c_thunks']} C thunks{loops}; Python thunks: "
+                       f"{', '.join(th['py_thunks'])}.")
     per = row.get("per_step_s")
     if per:
         cells = ", ".join(f"{LABELS[fw]} {fmt_seconds(s)}" for fw, s in per.items() if fw in LABELS)
@@ -86,7 +93,8 @@ def _extra_lines(row: dict) -> list[str]:
 def _compile_lines(row: dict) -> list[str]:
     t = row.get("times", {})
     first = row.get("first_call_s", {})
-    blank = ["—"] * (len(FRAMEWORKS) - 5) + [""] * (len(FRAMEWORKS) + 1)  # later frameworks; ratios, achieved, roofline
+    # the later frameworks; the ratios, achieved, roofline and faster-than-graphc columns
+    blank = ["—"] * (len(FRAMEWORKS) - 5) + [""] * (len(FRAMEWORKS) + 2)
     cold = fmt_seconds(t["cold"]["median"]) + f" ({fmt_seconds(t['cold']['min'])}–{fmt_seconds(t['cold']['max'])})" \
         if "cold" in t else "FAILED"
     warm = fmt_seconds(t["warm"]["median"]) + f" ({fmt_seconds(t['warm']['min'])}–{fmt_seconds(t['warm']['max'])})" \
@@ -107,6 +115,7 @@ def summary_text(results: dict, command: str) -> str:
         soft.append(f"PyTensor {m['pytensor']}")
     for fw, v in m.get("child_python", {}).items():
         soft.append(f"{LABELS[fw]} under Python {v}")
+    twins = [_twin_config(fw, t) for fw, t in m.get("twins", {}).items()]
     lines = [
         f"Command: `{command}` ({results['mode']} mode; the run took {results['elapsed_s']:.0f} s, {m['date']}).",
         "",
@@ -123,19 +132,31 @@ def summary_text(results: dict, command: str) -> str:
         f"{c['end']['copy_GBps']:.1f}); float32 gemm 2048³ **{c['sgemm_GFLOPs']:.0f} GFLOP/s** "
         f"({c['start']['sgemm_GFLOPs']:.0f} / {c['end']['sgemm_GFLOPs']:.0f}).",
         "",
+        *([" ".join(twins), ""] if twins else []),
         markdown_table(results),
         "",
         "Times are medians; ± is half the interquartile range, in % of the median (all quartiles, min and "
         "max are in the JSON). `x F` = F's time / graphc's time: above 1, graphc is faster. \"achieved\" is "
         "GB/s for memory-bound workloads and GFLOP/s for compute-bound ones; \"roofline\" is the roofline "
         "time max(FLOPs / gemm ceiling, bytes / bandwidth) over graphc's time (above 100% means the data "
-        "stayed in cache, beating the DRAM ceiling). `—`: not run.",
+        "stayed in cache, beating the DRAM ceiling). \"faster than graphc\" names every contender whose "
+        "median beats graphc's. `—`: not run.",
     ]
     for fw, why in results.get("skipped", {}).items():
         lines.append(f"{LABELS[fw]}: {why}.")
     for name, why in results.get("pending", {}).items():
         lines.append(f"Not yet measured: `{name}` ({why}).")
     return "\n".join(lines)
+
+
+def _twin_config(fw: str, t: dict) -> str:
+    """How a PyTensor child was configured: the BLAS the bench chose for it and the flags that
+    PyTensor parsed (so a flag it ignored shows)."""
+    if fw != "pytensor_cvm":
+        return f"{LABELS[fw]}: the default mode ({t.get('default_linker', '?')}), floatX {t.get('floatX', '?')}."
+    ob = f"; the library says: {t['openblas']} ({t['openblas_path']})" if t.get("openblas") else ""
+    return (f"{LABELS[fw]} BLAS: {t.get('blas') or '?'}; PyTensor's blas__ldflags: "
+            f"`{t.get('blas__ldflags') or '(empty: no BLAS linked)'}`{ob}.")
 
 
 def _fmt_load(x) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frameworks import jax_training_step, torch_fn
+from .frameworks import jax_training_step, pytensor_training_step, torch_fn
 from .harness import Impl, Workload
 from .mlp import ADAM, adam_update
 
@@ -254,7 +254,7 @@ class RecurrentStep(Workload):
 
         return Impl(*jax_training_step(loss_fn, recurrent_params(self.cell, D, H), LR, ADAM))
 
-    def _pytensor(self, size):
+    def _pytensor(self, size, mode):
         if self.torch_loop:
             raise NotImplementedError("the Python-loop variant is PyTorch's; PyTensor's scan is in rnn_step")
         import pytensor
@@ -276,7 +276,7 @@ class RecurrentStep(Workload):
         else:
             hs = pytensor_scan(pytensor, lambda xw_t, h: pt.tanh(xw_t + pt.dot(h, R)), [xw], [zero])
         loss = pt.mean(pt.sqr(hs[-1] - y))
-        return pytensor_adam_fn(pytensor, pt, [x, y], loss, params)
+        return Impl(*pytensor_training_step([x, y], loss, params, LR, ADAM, mode))
 
 
 def pytensor_scan(pytensor, fn, sequences, outputs_info):
@@ -285,25 +285,6 @@ def pytensor_scan(pytensor, fn, sequences, outputs_info):
     if isinstance(res, tuple) and len(res) == 2 and not isinstance(res[1], (list, tuple)):
         res = res[0]
     return res
-
-
-def pytensor_adam_fn(pytensor, pt, inputs, loss, params, lr: float = LR) -> Impl:
-    """One compiled PyTensor function: the loss and PyTorch's Adam as shared-variable updates."""
-    b1, b2, eps = ADAM["beta1"], ADAM["beta2"], ADAM["eps"]
-    grads = pytensor.grad(loss, params)
-    k = pytensor.shared(np.float64(0), name="k")
-    k1 = k + 1
-    step_size = pt.cast(lr / (1 - b1**k1), "float32")
-    inv_bc2 = pt.cast(1 / pt.sqrt(1 - b2**k1), "float32")
-    updates = [(k, k1)]
-    for p, g in zip(params, grads):
-        m = pytensor.shared(np.zeros_like(p.get_value()))
-        v = pytensor.shared(np.zeros_like(p.get_value()))
-        m1 = np.float32(b1) * m + np.float32(1 - b1) * g
-        v1 = np.float32(b2) * v + np.float32(1 - b2) * g * g
-        updates += [(m, m1), (v, v1), (p, p - step_size * m1 / (pt.sqrt(v1) * inv_bc2 + np.float32(eps)))]
-    f = pytensor.function(inputs, loss, updates=updates)
-    return Impl(f, lambda: [p.get_value().copy() for p in params])
 
 
 class ScanOverhead(Workload):

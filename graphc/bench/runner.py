@@ -68,7 +68,7 @@ def run(names: Sequence[str] | None = None, mode: str | Mode = "full", log=None)
     else:
         extra_mlp = []
     skipped: dict[str, str] = {}
-    for fw in ("torch", "torch_compile", "jax", "pytensor"):
+    for fw in FRAMEWORKS[2:]:  # every framework but graphc and NumPy, which ran above
         if not framework_available(fw):
             skipped[fw] = "not installed"
             continue
@@ -85,6 +85,10 @@ def run(names: Sequence[str] | None = None, mode: str | Mode = "full", log=None)
                               "failed": {}, "build_s": {}, "hidden": True}
             for key in ("times", "failed", "build_s"):
                 rows[name][key].update(res[key])
+            if "thunks" in res:  # PyTensor: the linker, and the C VM's C and Python thunks
+                rows[name].setdefault("thunks", {}).update(res["thunks"])
+            if res.get("blas") or res.get("info"):  # PyTensor: the BLAS chosen and the config it parsed
+                machine.setdefault("twins", {})[fw] = {"blas": res.get("blas"), **res.get("info", {})}
             for dist, version in res.get("versions", {}).items():  # the child's interpreter may be the twins venv
                 if dist != "python":
                     machine[dist] = version

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frameworks import Math, jax_fn, torch_fn
+from .frameworks import Math, jax_fn, pytensor_function, torch_fn
 from .harness import Impl, Workload
 
 
 class Elementwise(Workload):
     """A fused elementwise chain over a 1-D float32 array. `expr(m, x)` is written once and traced
-    by graphc, PyTorch and JAX (`m` gives tanh/sigmoid/exp); `numpy_fn` is the hand-written twin."""
+    by graphc, PyTorch, JAX and PyTensor (`m` gives tanh/sigmoid/exp); `numpy_fn` is the
+    hand-written twin."""
 
     def __init__(self, name, label, expr, numpy_fn, n, ops_per_element, seed, rtol=1e-5, atol=1e-6):
         self.name, self.label, self.expr, self.numpy_fn = name, label, expr, numpy_fn
@@ -46,6 +47,12 @@ class Elementwise(Workload):
     def _jax(self, size):
         m = Math("jax")
         return Impl(jax_fn(lambda x: self.expr(m, x)))
+
+    def _pytensor(self, size, mode):
+        import pytensor.tensor as pt
+
+        x = pt.vector("x", dtype="float32")
+        return Impl(pytensor_function([x], self.expr(Math("pytensor"), x), mode))
 
 
 def _np_short_chain(x):
@@ -151,6 +158,14 @@ class CrossEntropy(Workload):
 
         return Impl(jax_fn(jax.value_and_grad(loss)))
 
+    def _pytensor(self, size, mode):
+        import pytensor
+        import pytensor.tensor as pt
+
+        z, t = pt.matrix("z", dtype="float32"), pt.ivector("t")
+        loss = pt.mean(pt.logsumexp(z, axis=1) - z[pt.arange(t.shape[0]), t])
+        return Impl(pytensor_function([z, t], [loss, pytensor.grad(loss, z)], mode))
+
 
 class Reduction(Workload):
     """`x.sum(axis)` of a 2-D float32 array."""
@@ -193,6 +208,12 @@ class Reduction(Workload):
 
     def _jax(self, size):
         return Impl(jax_fn(lambda x: x.sum(axis=self.axis)))
+
+    def _pytensor(self, size, mode):
+        import pytensor.tensor as pt
+
+        x = pt.matrix("x", dtype="float32")
+        return Impl(pytensor_function([x], x.sum(axis=self.axis), mode))
 
 
 class Matmul(Workload):
@@ -239,3 +260,9 @@ class Matmul(Workload):
         import jax.numpy as jnp
 
         return Impl(jax_fn(jnp.matmul))
+
+    def _pytensor(self, size, mode):
+        import pytensor.tensor as pt
+
+        a, b = pt.matrix("a", dtype="float32"), pt.matrix("b", dtype="float32")
+        return Impl(pytensor_function([a, b], pt.dot(a, b), mode))
