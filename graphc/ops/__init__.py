@@ -70,6 +70,7 @@ from .nn import (
     Softmax,
     SoftmaxCrossEntropy,
     SoftmaxCrossEntropyGrad,
+    SoftmaxCrossEntropyWithGrad,
     log_softmax,
     softmax,
     softmax_cross_entropy,

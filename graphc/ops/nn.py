@@ -163,6 +163,47 @@ class SoftmaxCrossEntropyGrad(Op):
         return [dg, dz, None]
 
 
+@dataclass(frozen=True)
+class SoftmaxCrossEntropyWithGrad(Op):
+    """`softmax_cross_entropy(z, t)` and its gradient ``g[..., None] * (softmax(z) * valid -
+    one_hot(t))`` from one pass over the logits: the two outputs of a training step's loss, which
+    the "pair" pass fuses when a graph computes both on the same logits (and the cotangent `g`
+    does not depend on the loss's value). Each row's max, sum of exponentials, loss and gradient
+    are computed while the row is in cache.
+
+    Inputs: g (...), z (..., C), t (...) int labels. Outputs: the losses (...), the gradient (..., C).
+    """
+
+    nout = 2
+
+    def infer(self, g, z, t):
+        (loss,) = SoftmaxCrossEntropy().infer(z, t)
+        (grad,) = SoftmaxCrossEntropyGrad().infer(g, z, t)
+        return loss, grad
+
+    def infer_shape(self, node, shapes):
+        return [tuple(shapes[2]), tuple(shapes[1])]
+
+    def perform(self, node, g, z, t):
+        (loss,) = SoftmaxCrossEntropy().perform(node, z, t)
+        (grad,) = SoftmaxCrossEntropyGrad().perform(node, g, z, t)
+        return loss, grad
+
+    def vjp(self, node, cotangents):
+        # the outputs are SoftmaxCrossEntropy(z, t) and SoftmaxCrossEntropyGrad(g, z, t): sum
+        # their vector-Jacobian products
+        cl, cd = cotangents
+        g, z, t = node.inputs
+        dg = dz = None
+        if cl is not None:
+            dz = SoftmaxCrossEntropyGrad()(cl, z, t)
+        if cd is not None:
+            grad = SoftmaxCrossEntropyGrad()(g, z, t)
+            dg, dz_grad, _ = SoftmaxCrossEntropyGrad().vjp(grad.owner, [cd])
+            dz = dz_grad if dz is None else dz + dz_grad
+        return [dg, dz, None]
+
+
 def _float(x):
     from .elementwise import cast
 

@@ -1,6 +1,6 @@
 """The optimisation pipeline: named stages run in order, repeated until nothing changes.
 
-    canonicalize -> stabilize -> fold -> simplify -> scan -> cse -> dce
+    canonicalize -> stabilize -> fold -> simplify -> pair -> scan -> cse -> dce
 
 `optimize(graph, exclude=("fold",))` skips stages (used by the pass-soundness tests);
 `GRAPHC_DEBUG=1` makes `gc.function` print the result.
@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from ..core import Graph
-from . import cse, dce, fold, scan, simplify, stabilize
+from . import cse, dce, fold, pair, scan, simplify, stabilize
 
 STAGES: list[tuple[str, Callable[[Graph], Graph]]] = [
     ("canonicalize", simplify.run),
     ("stabilize", stabilize.run),
     ("fold", fold.run),
     ("simplify", simplify.run),
+    ("pair", pair.run),
     ("scan", scan.run),
     ("cse", cse.run),
     ("dce", dce.run),

@@ -141,6 +141,19 @@ def no_op_shape(node):
     return None
 
 
+@rules.on("broadcast_like")
+def like_cross_entropy_labels(node):
+    """broadcast_like(x, softmax_cross_entropy(z, t)) -> broadcast_like(x, t): the losses have the
+    labels' shape. The mean loss's gradient is shaped like this, and reading the labels' shape
+    instead of the losses' frees the gradient from the loss node (the "pair" pass can then
+    compute both in one kernel)."""
+    x, like = node.inputs
+    sce = producer(like, "softmax_cross_entropy")
+    if sce is not None and sce.inputs[1].shape == like.shape:
+        return node.op(x, sce.inputs[1])
+    return None
+
+
 @rules.on("squeeze")
 def squeeze_of_keepdims_reduction(node):
     red = producer(node.inputs[0], "sum", "max", "min")

@@ -14,7 +14,7 @@ sum, so the max needs no NaN tracking; an infinite max counts as 0 (no inf - inf
 
 from __future__ import annotations
 
-from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad
+from ...ops.nn import LogSoftmax, Softmax, SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, SoftmaxCrossEntropyWithGrad
 from ...ops.reduce import Argmax
 from ..cexpr import C_TYPES
 from .index import local, numel, shape_of, split3, split3_fn
@@ -98,6 +98,28 @@ def cross_entropy_grad(em, name, node, index, label):
     return em.kernel(name, code, label, numel(out), index, launch=em.line_launch(fns))
 
 
+def cross_entropy_with_grad(em, name, node, index, label):
+    """The losses and their gradient in one pass over each row: the max, then the sum of the
+    exponentials (stored in the gradient), the loss, and the gradient's rescaling write. The
+    sum is in the logits' type, as the gradient's own kernel has it (a double sum made this
+    kernel 1.7x slower on the CPU), with 16-lane partial sums."""
+    g, z = node.inputs[:2]
+    loss, out = node.outputs
+    ct = C_TYPES[z.dtype]
+    sfx = "f" if z.dtype == "float32" else ""
+    head, row, fns = _rows(em, name, node)
+    hot = f"(j == lab ? ({ct})1 : ({ct})0)"
+    body = (row + f"    const {ct} gr = ok ? gv[line] : ({ct})0;\n"
+            + em.line_reduce("max", "mx", ct, "C", "z[at + j]") + _fixup(ct)
+            + em.line_reduce("sum", "s", ct, "C", f"gc_exp{sfx}(z[at + j] - mx)", each="y[at + j] = v;")
+            + em.line_once(f"yl[line] = valid ? gc_log{sfx}(s) - (z[at + (valid ? lab : 0)] - mx) : ({ct})0;")
+            + f"    const {ct} inv = ({ct})1 / s;\n"
+            + em.line_each("C", f"y[at + j] = gr * ((y[at + j] * inv) * ({ct})valid - {hot});"))
+    code = (head + local(em, g, "gv") + local(em, loss, "yl", const=False) + local(em, out, "y", const=False)
+            + em.line_loop(name, "rows", "rows*C", fns, [("mx", ct), ("s", ct)], body))
+    return em.kernel(name, code, label, numel(out), index, launch=em.line_launch(fns))
+
+
 def argmax(em, name, node, index, label):
     """The first position of each line's maximum (the first NaN wins, as in NumPy)."""
     x, out = node.inputs[0], node.outputs[0]
@@ -126,5 +148,6 @@ LINE_TEMPLATES = {
     LogSoftmax: lambda em, name, node, index, label: softmax_like(em, name, node, index, label, log=True),
     SoftmaxCrossEntropy: cross_entropy,
     SoftmaxCrossEntropyGrad: cross_entropy_grad,
+    SoftmaxCrossEntropyWithGrad: cross_entropy_with_grad,
     Argmax: argmax,
 }
