@@ -21,6 +21,7 @@ BLOCK = 256
 #: not depend on how many threads run or which of them is late
 PIECES = 16
 PARTS_BYTES = 4 << 20  # the most memory the partial rows of a column reduction take
+ROWS = 8  # input rows a column reduction adds per pass over its partial row (a power of two)
 
 
 def _combine(kind: str, dtype: str, acc: str, v: str) -> str:
@@ -133,21 +134,24 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         # partials, threads own blocks of output columns instead.
         # A piece accumulates in the output's type, as NumPy's column sums do (a float32 row
         # added into a double one cost twice the cache traffic and a conversion per element:
-        # 1.8x NumPy's time on one thread); the pieces are combined in `acc_t`. Rows go four at a
-        # time: the partial row is loaded and stored once per four input rows (a standalone C
-        # test: 13.5 -> 26 GB/s on one core). Each row's prologue runs in its own block with its
-        # own i0.
+        # 1.8x NumPy's time on one thread); the pieces are combined in `acc_t`. ROWS rows go at
+        # a time: the partial row is loaded and stored once per ROWS input rows (a standalone C
+        # test on one core: 13.5 GB/s one row at a time, 26 with four, 28 with eight). Each
+        # row's prologue runs in its own block with its own i0.
         acc_upd = _combine(kind, dtype, "a[i1]", value)
         upd = _combine(kind, dtype, "o[i1]", value)
-        four = "\n".join(f"            {{ const int64_t i0 = r0 + {u};\n{_indent(stmts, 6)}\n"
-                         f"              s{u} = {value}; }}" for u in range(4))
+        group = "\n".join(f"            {{ const int64_t i0 = r0 + {u};\n{_indent(stmts, 6)}\n"
+                          f"              s{u} = {value}; }}" for u in range(ROWS))
         if kind == "sum":
-            four_upd = "a[i1] = a[i1] + ((s0 + s1) + (s2 + s3));"
+            terms = [f"s{u}" for u in range(ROWS)]
+            while len(terms) > 1:  # a pairwise tree: ((s0 + s1) + (s2 + s3)) + ...
+                terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])]
+            group_upd = f"a[i1] = a[i1] + {terms[0]};"
         else:
-            acc4 = "a[i1]"
-            for u in range(4):
-                acc4 = _combine(kind, dtype, acc4, f"s{u}")
-            four_upd = f"a[i1] = {acc4};"
+            acc_g = "a[i1]"
+            for u in range(ROWS):
+                acc_g = _combine(kind, dtype, acc_g, f"s{u}")
+            group_upd = f"a[i1] = {acc_g};"
         lines.append(f"""  const int64_t R = ({sizes[0]}), C = ({sizes[1]});
   /* pieces: at most {PIECES}, one per row at most, their partial rows within {PARTS_BYTES >> 20} MiB */
   int64_t pieces = R < {PIECES} ? R : {PIECES};
@@ -162,12 +166,12 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         const int64_t lo = R * q / pieces, hi = R * (q + 1) / pieces;
         int64_t r0 = lo;
         for (int64_t j = 0; j < C; j++) a[j] = {ident};
-        for (; r0 + 4 <= hi; r0 += 4) {{
+        for (; r0 + {ROWS} <= hi; r0 += {ROWS}) {{
           #pragma omp simd
           for (int64_t i1 = 0; i1 < C; i1++) {{
-            {ct} s0, s1, s2, s3;
-{four}
-            {four_upd}
+            {ct} {", ".join(f"s{u}" for u in range(ROWS))};
+{group}
+            {group_upd}
           }}
         }}
         for (int64_t i0 = r0; i0 < hi; i0++) {{
