@@ -89,3 +89,34 @@ def test_the_fused_op_has_the_gradient_of_its_two_parts():
         return gc.sum(loss * constant(rng.normal(size=3))) + gc.sum(dz * constant(rng.normal(size=(3, 4))))
 
     verify_grad(both, [rng.normal(size=3), rng.normal(size=(3, 4))], n_tests=2)
+
+
+def test_every_loss_of_a_many_headed_model_is_fused():
+    """Twelve heads, each a cross-entropy on its own logits: all twelve pairs fuse (the pass
+    pairs until none is left, not one per pipeline round)."""
+    t = gc.placeholder("t", (None,), "int32")
+    zs = [gc.placeholder(f"z{i}", (None, 4), "float64") for i in range(12)]
+    total = gc.sum(gc.softmax_cross_entropy(zs[0], t))
+    for z in zs[1:]:
+        total = total + gc.sum(gc.softmax_cross_entropy(z, t))
+    grads = gc.grad(total, zs)
+    names = _op_names(optimize(Graph([t, *zs], [total, *grads])).outputs)
+    assert names.count("softmax_cross_entropy_with_grad") == 12
+    assert "softmax_cross_entropy" not in names and "softmax_cross_entropy_grad" not in names
+
+
+def test_cross_entropy_gradient_with_a_statically_sized_weight():
+    """A per-example weight with a static batch size on logits whose batch is None: the
+    gradient's cotangent has the static shape, the logits the dynamic one (was a ShapeError)."""
+    z = gc.placeholder("z", (None, 3), "float64")
+    t = gc.placeholder("t", (None,), "int32")
+    w = gc.constant(np.array([1.0, 2.0, 0.5, 3.0]))
+    cost = (gc.softmax_cross_entropy(z, t) * w).sum()
+    dz = gc.grad(cost, z)
+    zv = np.random.default_rng(4).normal(size=(4, 3))
+    tv = np.array([0, 2, 1, 1], "int32")
+    p = np.exp(zv - zv.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    want = w.value[:, None] * (p - np.eye(3)[tv])
+    for backend in ("ref", "c"):
+        np.testing.assert_allclose(gc.function([z, t], dz, backend=backend)(zv, tv), want, rtol=1e-12)

@@ -120,7 +120,8 @@ class SoftmaxCrossEntropyGrad(Op):
     """
 
     def infer(self, g, z, t):
-        if g.dtype != z.dtype or g.shape != z.shape[:-1] or t.shape != z.shape[:-1] or not is_int(t.dtype):
+        if g.dtype != z.dtype or not _same_dims(g.shape, z.shape[:-1]) or not _same_dims(t.shape, z.shape[:-1]) \
+                or not is_int(t.dtype):
             raise shape_error("softmax_cross_entropy (gradient)",
                               f"cotangent {g.dtype}{g.shape} and labels {t.dtype}{t.shape} do not match "
                               f"logits {z.dtype}{z.shape}")
@@ -202,6 +203,11 @@ class SoftmaxCrossEntropyWithGrad(Op):
             dg, dz_grad, _ = SoftmaxCrossEntropyGrad().vjp(grad.owner, [cd])
             dz = dz_grad if dz is None else dz + dz_grad
         return [dg, dz, None]
+
+
+def _same_dims(a: tuple, b: tuple) -> bool:
+    """Shapes that can be the same at call time: equal rank, and equal where both are static."""
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
 def _float(x):

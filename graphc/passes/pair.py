@@ -23,6 +23,15 @@ def run(graph: Graph) -> Graph:
     >>> [n.op.name for n in run(Graph([z, t, g], [loss, dz])).nodes]
     ['softmax_cross_entropy_with_grad']
     """
+    while True:  # one pair at a time: each fused node's inputs are the graph's own
+        paired = _pair_one(graph)
+        if paired is graph:
+            return graph
+        graph = paired
+
+
+def _pair_one(graph: Graph) -> Graph:
+    """`graph` with its first fusable loss/gradient pair fused, or `graph` itself if none is."""
     nodes = toposort(graph.outputs)
     forward = {(id(n.inputs[0]), id(n.inputs[1])): n for n in nodes if isinstance(n.op, SoftmaxCrossEntropy)}
     for grad in nodes:
@@ -31,8 +40,6 @@ def run(graph: Graph) -> Graph:
         fwd = forward.get((id(grad.inputs[1]), id(grad.inputs[2])))
         if fwd is None or _depends(grad.inputs[0], fwd.outputs[0]):
             continue
-        # one pair per run (the pipeline repeats until nothing changes): the fused node's
-        # inputs are then the graph's own, with nothing else substituted under them
         loss, dz = apply(SoftmaxCrossEntropyWithGrad(), list(grad.inputs)).outputs
         memo = {id(fwd.outputs[0]): loss, id(grad.outputs[0]): dz}
         return Graph(graph.inputs, _substitute(graph.outputs, memo))

@@ -22,6 +22,7 @@ BLOCK = 256
 PIECES = 16
 PARTS_BYTES = 4 << 20  # the most memory the partial rows of a column reduction take
 ROWS = 8  # input rows a column reduction adds per pass over its partial row (a power of two)
+SPAN = 256  # rows a float32 column sum adds in float32 before folding them into double
 
 
 def _combine(kind: str, dtype: str, acc: str, v: str) -> str:
@@ -132,12 +133,15 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         # partial row by whichever thread is free, and the partials are combined in piece order
         # (the same result for any thread count or timing). With too little memory for the
         # partials, threads own blocks of output columns instead.
-        # A piece accumulates in the output's type, as NumPy's column sums do (a float32 row
-        # added into a double one cost twice the cache traffic and a conversion per element:
-        # 1.8x NumPy's time on one thread); the pieces are combined in `acc_t`. ROWS rows go at
-        # a time: the partial row is loaded and stored once per ROWS input rows (a standalone C
-        # test on one core: 13.5 GB/s one row at a time, 26 with four, 28 with eight). Each
-        # row's prologue runs in its own block with its own i0.
+        # A float32 sum adds its rows in float32 for SPAN rows at a time (as NumPy's column
+        # sums do; a double partial row took twice the cache traffic and a conversion per
+        # element: 1.8x NumPy's time on one thread), then folds that block row into the piece's
+        # double row, so the float32 error stays that of SPAN rows for any number of rows (a
+        # float32 row per piece lost 1e-3 of the sum at 2^24 rows). ROWS rows go at a time: the
+        # block row is loaded and stored once per ROWS input rows (a standalone C test on one
+        # core: 13.5 GB/s one row at a time, 26 with four, 28 with eight). Each row's prologue
+        # runs in its own C block with its own i0.
+        two_level = acc_t != ct
         acc_upd = _combine(kind, dtype, "a[i1]", value)
         upd = _combine(kind, dtype, "o[i1]", value)
         group = "\n".join(f"            {{ const int64_t i0 = r0 + {u};\n{_indent(stmts, 6)}\n"
@@ -147,49 +151,62 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
             while len(terms) > 1:  # a pairwise tree: ((s0 + s1) + (s2 + s3)) + ...
                 terms = [f"({a} + {b})" for a, b in zip(terms[::2], terms[1::2])]
             group_upd = f"a[i1] = a[i1] + {terms[0]};"
-        else:
-            acc_g = "a[i1]"
-            for u in range(ROWS):
-                acc_g = _combine(kind, dtype, acc_g, f"s{u}")
-            group_upd = f"a[i1] = {acc_g};"
+        else:  # one statement per row: nesting the select would double the text per row
+            group_upd = f"{ct} m = a[i1]; " + " ".join(f"m = {_combine(kind, dtype, 'm', f's{u}')};"
+                                                      for u in range(ROWS)) + " a[i1] = m;"
+        # the piece's row (`d`, acc_t) and the row the rows go into (`a`): one row unless two_level
+        rows_decl = (f"{acc_t} *restrict d = parts + q * C;\n        {ct} *restrict a = blocks + q * C;\n"
+                     f"        for (int64_t j = 0; j < C; j++) d[j] = {ident};") if two_level else \
+            (f"{acc_t} *restrict a = parts + q * C;\n        for (int64_t j = 0; j < C; j++) a[j] = {ident};")
+        block_start = f"for (int64_t j = 0; j < C; j++) a[j] = {ident};" if two_level else ""
+        block_fold = ("#pragma omp simd\n          for (int64_t j = 0; j < C; j++) d[j] = d[j] + "
+                      f"({acc_t})a[j];") if two_level else ""
+        blocks_alloc = (f"{ct} *blocks = parts != NULL ? ({ct} *)malloc(sizeof({ct}) * (size_t)(pieces * C)) : NULL;\n"
+                        "  if (blocks == NULL) { free(parts); parts = NULL; }") if two_level else ""
         lines.append(f"""  const int64_t R = ({sizes[0]}), C = ({sizes[1]});
   /* pieces: at most {PIECES}, one per row at most, their partial rows within {PARTS_BYTES >> 20} MiB */
   int64_t pieces = R < {PIECES} ? R : {PIECES};
-  while (pieces > 1 && pieces * C * (int64_t)sizeof({ct}) > {PARTS_BYTES}LL) pieces /= 2;
-  {ct} *parts = pieces > 1 ? ({ct} *)malloc(sizeof({ct}) * (size_t)(pieces * C)) : NULL;
+  while (pieces > 1 && pieces * C * (int64_t)sizeof({acc_t}) > {PARTS_BYTES}LL) pieces /= 2;
+  {acc_t} *parts = pieces > 1 ? ({acc_t} *)malloc(sizeof({acc_t}) * (size_t)(pieces * C)) : NULL;
+  {blocks_alloc}
   if (parts != NULL) {{
     #pragma omp parallel if(({total}) > GC_PAR_MIN)
     {{
       #pragma omp for schedule(dynamic, 1)
       for (int64_t q = 0; q < pieces; q++) {{
-        {ct} *restrict a = parts + q * C;
+        {rows_decl}
         const int64_t lo = R * q / pieces, hi = R * (q + 1) / pieces;
-        int64_t r0 = lo;
-        for (int64_t j = 0; j < C; j++) a[j] = {ident};
-        for (; r0 + {ROWS} <= hi; r0 += {ROWS}) {{
-          #pragma omp simd
-          for (int64_t i1 = 0; i1 < C; i1++) {{
-            {ct} {", ".join(f"s{u}" for u in range(ROWS))};
+        for (int64_t b0 = lo; b0 < hi; b0 += {SPAN}) {{
+          const int64_t b1 = b0 + {SPAN} < hi ? b0 + {SPAN} : hi;
+          int64_t r0 = b0;
+          {block_start}
+          for (; r0 + {ROWS} <= b1; r0 += {ROWS}) {{
+            #pragma omp simd
+            for (int64_t i1 = 0; i1 < C; i1++) {{
+              {ct} {", ".join(f"s{u}" for u in range(ROWS))};
 {group}
-            {group_upd}
+              {group_upd}
+            }}
           }}
-        }}
-        for (int64_t i0 = r0; i0 < hi; i0++) {{
-          #pragma omp simd
-          for (int64_t i1 = 0; i1 < C; i1++) {{
+          for (int64_t i0 = r0; i0 < b1; i0++) {{
+            #pragma omp simd
+            for (int64_t i1 = 0; i1 < C; i1++) {{
 {stmts}
-            a[i1] = {acc_upd};
+              a[i1] = {acc_upd};
+            }}
           }}
+          {block_fold}
         }}
       }}
       #pragma omp for schedule(static)
       for (int64_t j = 0; j < C; j++) {{
         {acc_t} r = {ident};
-        for (int64_t q = 0; q < pieces; q++) r = {_combine(kind, dtype, "r", f"({acc_t})parts[q * C + j]")};
+        for (int64_t q = 0; q < pieces; q++) r = {_combine(kind, dtype, "r", "parts[q * C + j]")};
         o[j] = ({ct})r;
       }}
     }}
     free(parts);
+    {"free(blocks);" if two_level else ""}
     return 0;
   }}
   for (int64_t j = 0; j < ({osize}); j++) o[j] = {ident};
