@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .core import GradError, Var, is_float, toposort
+from .core import GradError, Var, compatible, is_float, toposort
 from .ops import add, zeros_like
 
 
@@ -152,14 +152,10 @@ def _reverse_sweep(outputs: Sequence[Var], seeds: Sequence[Var], wrt_list) -> li
         for x, gx in zip(node.inputs, in_grads):
             if gx is None or id(x) not in needed or not is_float(x.dtype):
                 continue
-            if gx.shape != x.shape and not _compatible(gx.shape, x.shape):
+            if gx.shape != x.shape and not compatible(gx.shape, x.shape):
                 raise AssertionError(f"{node.op.name}.vjp: gradient shape {gx.shape} for input {x.shape}")
             cotangents.setdefault(id(x), []).append(gx)
     return [total(w) for w in wrt_list]
-
-
-def _compatible(a, b) -> bool:
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
 def _ones_like(v: Var) -> Var:

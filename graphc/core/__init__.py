@@ -21,7 +21,7 @@ from .graph import (
     toposort,
     unique,
 )
-from .types import TensorType, format_shape, matches, normalize_shape
+from .types import TensorType, compatible, format_shape, matches, normalize_shape
 
 __all__ = [
     "DTYPES", "FLOAT_DTYPES", "INT_DTYPES", "CompileError", "Constant", "DTypeError", "GradError", "Graph",
@@ -29,6 +29,6 @@ __all__ = [
     "broadcast_concrete",
     "clone_replace", "broadcast_static", "canonical_dtype", "constant", "dtype_error", "format_shape", "is_float",
     "is_int",
-    "leaves", "matches", "normalize_shape", "result_dtype", "shape_error", "toposort", "user_line",
+    "compatible", "leaves", "matches", "normalize_shape", "result_dtype", "shape_error", "toposort", "user_line",
     "add_storage_observer", "placeholder", "register_operators", "shared",
 ]

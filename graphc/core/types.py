@@ -59,6 +59,15 @@ class TensorType:
         return f"{self.dtype}{format_shape(self.shape)}"
 
 
+def compatible(a: Shape, b: Shape) -> bool:
+    """Whether two static shapes can be the same at call time: equal rank, equal where both are known.
+
+    >>> compatible((None, 3), (5, 3)), compatible((2, 3), (5, 3))
+    (True, False)
+    """
+    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
+
+
 def matches(static: Shape, concrete: tuple) -> bool:
     """Whether a concrete shape is an instance of a static (possibly partly unknown) shape."""
     return len(static) == len(concrete) and all(s is None or s == c for s, c in zip(static, concrete))

@@ -30,7 +30,7 @@ import math
 import numpy as np
 
 from .. import ops
-from ..core import Var, dtype_error, is_float, is_int, shape_error
+from ..core import Var, compatible, dtype_error, is_float, is_int, shape_error
 from ..ops import as_var
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -78,12 +78,8 @@ def _like(x, ref: Var) -> Var:
     return ops.cast(_var(x), ref.dtype)
 
 
-def _dims_match(a, b) -> bool:
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
-
-
 def _same_shape(name: str, a: Var, b: Var, an: str, bn: str) -> None:
-    if not _dims_match(a.shape, b.shape):
+    if not compatible(a.shape, b.shape):
         raise shape_error(name, f"{an} {a.shape} and {bn} {b.shape} must have the same shape "
                                 "(losses do not broadcast; reshape one of them)")
 
@@ -93,7 +89,7 @@ def _check_labels(name: str, scores: Var, labels: Var) -> None:
         raise shape_error(name, f"scores/logits need a class axis (at least 1-D), got shape {scores.shape}")
     if scores.shape[-1] is None:
         raise shape_error(name, f"the class axis (last) of {scores.shape} must have a static size")
-    if not _dims_match(scores.shape[:-1], labels.shape):
+    if not compatible(scores.shape[:-1], labels.shape):
         raise shape_error(name, f"integer labels must have shape {scores.shape[:-1]} for logits/scores "
                                 f"{scores.shape}, got {labels.shape}")
 
@@ -270,7 +266,7 @@ def categorical_crossentropy(logits, labels, label_smoothing: float = 0.0, reduc
     if logits.ndim < 1:
         raise shape_error(name, f"logits need a class axis (at least 1-D), got shape {logits.shape}")
     labels = ops.cast(labels, logits.dtype)
-    if not _dims_match(logits.shape, labels.shape):
+    if not compatible(logits.shape, labels.shape):
         hint = f"; integer labels would have shape {logits.shape[:-1]}" if labels.ndim == logits.ndim - 1 else ""
         raise shape_error(name, f"float (one-hot/soft) labels must have the logits' shape {logits.shape}, "
                                 f"got {labels.shape}{hint}")

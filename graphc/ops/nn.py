@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import Op, ShapeError, TensorType, Var, dtype_error, is_float, is_int, shape_error
+from ..core import Op, ShapeError, TensorType, Var, compatible, dtype_error, is_float, is_int, shape_error
 from ._base import as_var, normalize_axis
 from .registry import Case, register
 
@@ -120,7 +120,7 @@ class SoftmaxCrossEntropyGrad(Op):
     """
 
     def infer(self, g, z, t):
-        if g.dtype != z.dtype or not _same_dims(g.shape, z.shape[:-1]) or not _same_dims(t.shape, z.shape[:-1]) \
+        if g.dtype != z.dtype or not compatible(g.shape, z.shape[:-1]) or not compatible(t.shape, z.shape[:-1]) \
                 or not is_int(t.dtype):
             raise shape_error("softmax_cross_entropy (gradient)",
                               f"cotangent {g.dtype}{g.shape} and labels {t.dtype}{t.shape} do not match "
@@ -203,11 +203,6 @@ class SoftmaxCrossEntropyWithGrad(Op):
             dg, dz_grad, _ = SoftmaxCrossEntropyGrad().vjp(grad.owner, [cd])
             dz = dz_grad if dz is None else dz + dz_grad
         return [dg, dz, None]
-
-
-def _same_dims(a: tuple, b: tuple) -> bool:
-    """Shapes that can be the same at call time: equal rank, and equal where both are static."""
-    return len(a) == len(b) and all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
 def _float(x):

@@ -8,7 +8,7 @@ cotangent does not depend on the loss (a loss weighted by its own value keeps bo
 
 from __future__ import annotations
 
-from ..core import Graph, Var, apply, toposort
+from ..core import Graph, Var, apply, clone_replace, toposort
 from ..ops import SoftmaxCrossEntropy, SoftmaxCrossEntropyGrad, SoftmaxCrossEntropyWithGrad
 
 
@@ -41,23 +41,10 @@ def _pair_one(graph: Graph) -> Graph:
         if fwd is None or _depends(grad.inputs[0], fwd.outputs[0]):
             continue
         loss, dz = apply(SoftmaxCrossEntropyWithGrad(), list(grad.inputs)).outputs
-        memo = {id(fwd.outputs[0]): loss, id(grad.outputs[0]): dz}
-        return Graph(graph.inputs, _substitute(graph.outputs, memo))
+        return Graph(graph.inputs, clone_replace(graph.outputs, {fwd.outputs[0]: loss, grad.outputs[0]: dz}))
     return graph
 
 
 def _depends(v: Var, target: Var) -> bool:
     """Whether `v` is `target` or computed from it (through any input, shape-only ones too)."""
     return any(o is target for n in toposort([v]) for o in n.outputs)
-
-
-def _substitute(outputs, memo: dict[int, Var]) -> list[Var]:
-    """`outputs` rebuilt with each Var whose id is in `memo` replaced by its value there."""
-    for node in toposort(outputs):
-        if all(id(o) in memo for o in node.outputs):
-            continue
-        inputs = [memo.get(id(v), v) for v in node.inputs]
-        if any(a is not b for a, b in zip(inputs, node.inputs)):
-            for old, new in zip(node.outputs, apply(node.op, inputs).outputs):
-                memo[id(old)] = new
-    return [memo.get(id(v), v) for v in outputs]

@@ -84,18 +84,7 @@ def cross_entropy(em, name, node, index, label):
 def cross_entropy_grad(em, name, node, index, label):
     """g * (exp(z - max) / sum * valid - hot) per row: the exponentials are stored in the output
     by the sum's pass and rescaled by the write's."""
-    g, z = node.inputs[:2]
-    out = node.outputs[0]
-    ct = C_TYPES[z.dtype]
-    sfx = "f" if z.dtype == "float32" else ""
-    head, row, fns = _rows(em, name, node)
-    body = (row + f"    const {ct} gr = ok ? gv[line] : ({ct})0;\n"
-            + em.line_reduce("max", "mx", ct, "C", "z[at + j]") + _fixup(ct)
-            + em.line_reduce("sum", "s", ct, "C", f"gc_exp{sfx}(z[at + j] - mx)", each="y[at + j] = v;")
-            + em.line_each("C", f"y[at + j] = gr * ((y[at + j] / s) * ({ct})valid - (j == lab ? ({ct})1 : ({ct})0));"))
-    code = (head + local(em, g, "gv") + local(em, out, "y", const=False)
-            + em.line_loop(name, "rows", "rows*C", fns, [("mx", ct), ("s", ct)], body))
-    return em.kernel(name, code, label, numel(out), index, launch=em.line_launch(fns))
+    return _softmax_rows(em, name, node, index, label, with_loss=False)
 
 
 def cross_entropy_with_grad(em, name, node, index, label):
@@ -103,20 +92,30 @@ def cross_entropy_with_grad(em, name, node, index, label):
     exponentials (stored in the gradient), the loss, and the gradient's rescaling write. The
     sum is in the logits' type, as the gradient's own kernel has it (a double sum made this
     kernel 1.7x slower on the CPU), with 16-lane partial sums."""
+    return _softmax_rows(em, name, node, index, label, with_loss=True)
+
+
+def _softmax_rows(em, name, node, index, label, with_loss: bool):
+    """The gradient kernels' common body; `with_loss` also writes each row's loss (outputs
+    (loss, gradient)) and rescales by one reciprocal instead of a division per element."""
     g, z = node.inputs[:2]
-    loss, out = node.outputs
+    out = node.outputs[-1]
     ct = C_TYPES[z.dtype]
     sfx = "f" if z.dtype == "float32" else ""
     head, row, fns = _rows(em, name, node)
     hot = f"(j == lab ? ({ct})1 : ({ct})0)"
     body = (row + f"    const {ct} gr = ok ? gv[line] : ({ct})0;\n"
             + em.line_reduce("max", "mx", ct, "C", "z[at + j]") + _fixup(ct)
-            + em.line_reduce("sum", "s", ct, "C", f"gc_exp{sfx}(z[at + j] - mx)", each="y[at + j] = v;")
-            + em.line_once(f"yl[line] = valid ? gc_log{sfx}(s) - (z[at + (valid ? lab : 0)] - mx) : ({ct})0;")
-            + f"    const {ct} inv = ({ct})1 / s;\n"
-            + em.line_each("C", f"y[at + j] = gr * ((y[at + j] * inv) * ({ct})valid - {hot});"))
-    code = (head + local(em, g, "gv") + local(em, loss, "yl", const=False) + local(em, out, "y", const=False)
-            + em.line_loop(name, "rows", "rows*C", fns, [("mx", ct), ("s", ct)], body))
+            + em.line_reduce("sum", "s", ct, "C", f"gc_exp{sfx}(z[at + j] - mx)", each="y[at + j] = v;"))
+    code = head + local(em, g, "gv") + local(em, out, "y", const=False)
+    if with_loss:
+        body += (em.line_once(f"yl[line] = valid ? gc_log{sfx}(s) - (z[at + (valid ? lab : 0)] - mx) : ({ct})0;")
+                 + f"    const {ct} inv = ({ct})1 / s;\n"
+                 + em.line_each("C", f"y[at + j] = gr * ((y[at + j] * inv) * ({ct})valid - {hot});"))
+        code += local(em, node.outputs[0], "yl", const=False)
+    else:
+        body += em.line_each("C", f"y[at + j] = gr * ((y[at + j] / s) * ({ct})valid - {hot});")
+    code += em.line_loop(name, "rows", "rows*C", fns, [("mx", ct), ("s", ct)], body)
     return em.kernel(name, code, label, numel(out), index, launch=em.line_launch(fns))
 
 
