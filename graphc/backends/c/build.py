@@ -58,6 +58,7 @@ from ..cache import (
     sha256_file,
     unlink,
 )
+from .threads import keep_runtimes_loaded
 
 CC = "gcc"  # the default; $CC, when set, wins (read at each build, as for detection in runtime)
 
@@ -359,6 +360,7 @@ def _load(ffi: cffi.FFI, entry: Path, key: str, *, cache_hit: bool) -> BuiltLibr
         lib = ffi.dlopen(str(lib_path))
     except OSError as e:
         raise _BrokenEntry(f"dlopen failed: {e}") from None
+    keep_runtimes_loaded()  # libgomp must outlive this library (threads.keep_runtimes_loaded)
     return BuiltLibrary(lib=lib, ffi=ffi, path=lib_path, source_path=source_path, key=key, cache_hit=cache_hit)
 
 

@@ -81,6 +81,20 @@ def _library(name: str):
     return _LIBS[name]
 
 
+def keep_runtimes_loaded() -> None:
+    """Hold libgomp and OpenBLAS open for the life of the process.
+
+    A generated library brings libgomp in as its dependency; when the last compiled function
+    is freed (or at interpreter exit) cffi dlcloses it, and if nothing else holds libgomp, its
+    code is unmapped under a worker thread still spinning in it: a segfault. ctypes never closes
+    what it opened.
+
+    >>> keep_runtimes_loaded()
+    """
+    _library("gomp")
+    _openblas()
+
+
 def _openblas():
     if "openblas" not in _LIBS:
         try:
