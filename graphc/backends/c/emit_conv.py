@@ -67,15 +67,21 @@ BLAS_THREADS_DECL = "void scipy_openblas_set_num_threads(int); int scipy_openbla
 
 
 def _fn(name: str, body: str, helpers: str = "") -> str:
-    return "#include <stdlib.h>\n" + BLAS_THREADS_DECL + "\n" + helpers + c_function(name, body)
+    return "#include <stdlib.h>\n#include \"gc_gemm.h\"\n" + BLAS_THREADS_DECL + "\n" + helpers + c_function(name, body)
 
 
 def _lit(dtype: str, value: float) -> str:
     return repr(float(value)) + ("f" if dtype == "float32" else "")
 
 
-def _gemm_fn(dtype: str) -> str:
-    return "scipy_cblas_sgemm" if dtype == "float32" else "scipy_cblas_dgemm"
+def _gemm(dtype: str, ta: bool, tb: bool, n, m, k, a: str, lda, b: str, ldb, beta: int, c: str) -> str:
+    """C = op(a) @ op(b) (+ C if beta), row-major with ldc = m: graphc's gemm for float32
+    (kernels/gc_gemm.h; one thread inside a parallel region), OpenBLAS for float64."""
+    if dtype == "float32":
+        return f"gc_sgemm({int(ta)}, {int(tb)}, {n}, {m}, {k}, 1.0f, {a}, {lda}, {b}, {ldb}, {beta}.0f, {c});"
+    t = {False: "GC_NO_TRANS", True: "GC_TRANS"}
+    return (f"scipy_cblas_dgemm(GC_ROW_MAJOR, {t[ta]}, {t[tb]}, {n}, {m}, {k}, 1.0, {a}, {lda}, {b}, {ldb}, "
+            f"{beta}.0, {c}, {m});")
 
 
 def _oom(em, index: int, op: str) -> tuple[int, str]:
@@ -401,8 +407,7 @@ def _conv_forward(em, name, node, index, label=""):
         body, seq = _direct_bodies(g, name, ct, xi, "w", yi)
         return _conv_kernel(em, name, index, g, ct, "conv2d", head, _direct_fn(g, name, ct), col=0, acc=0,
                             per_image=body, per_image_seq=seq, schedules=sched, blas=False)
-    gemm = (f"{_gemm_fn(x.dtype)}(GC_ROW_MAJOR, GC_NO_TRANS, GC_NO_TRANS, {o}, {g.p}, {g.k}, {_lit(x.dtype, 1)}, "
-            f"w, {g.k}, {'(' + xi + ')' if g.trivial else 'col'}, {g.p}, {_lit(x.dtype, 0)}, {yi}, {g.p});")
+    gemm = _gemm(x.dtype, False, False, o, g.p, g.k, "w", g.k, f"({xi})" if g.trivial else "col", g.p, 0, yi)
     if g.trivial:
         body = f"      {gemm}"
         return _conv_kernel(em, name, index, g, ct, "conv2d", head, "", col=0, acc=0, per_image=body,
@@ -443,8 +448,7 @@ def _conv_grad_input(em, name, node, index, label=""):
                             per_image=body, per_image_seq=seq, schedules=sched, before=before, after="free(wt);",
                             blas=False)
     # col (K, P) = W^T (K, O) @ g[n] (O, P), summed back into gx[n]; a trivial geometry writes gx[n]
-    gemm = (f"{_gemm_fn(gy.dtype)}(GC_ROW_MAJOR, GC_TRANS, GC_NO_TRANS, {g.k}, {g.p}, {o}, {_lit(gy.dtype, 1)}, "
-            f"w, {g.k}, {gyi}, {g.p}, {_lit(gy.dtype, 0)}, {'(' + gxi + ')' if g.trivial else 'col'}, {g.p});")
+    gemm = _gemm(gy.dtype, True, False, g.k, g.p, o, "w", g.k, gyi, g.p, 0, f"({gxi})" if g.trivial else "col")
     if g.trivial:
         body = f"      {gemm}"
         return _conv_kernel(em, name, index, g, ct, what, head, "", col=0, acc=0, per_image=body,
@@ -475,8 +479,7 @@ def _conv_grad_weight(em, name, node, index, label=""):
     # shape measured (LeNet's 16x100x150: 0.44 against 0.53 ms on one core). Each chunk of images
     # sums into its own (K, O) partial; the partials are added and transposed into gW at the end,
     # in chunk order (deterministic).
-    gemm = (f"{_gemm_fn(gy.dtype)}(GC_ROW_MAJOR, GC_NO_TRANS, GC_TRANS, {g.k}, {o}, {g.p}, {_lit(gy.dtype, 1)}, "
-            f"{colm}, {g.p}, gy + n*{o * g.p}LL, {g.p}, {_lit(gy.dtype, 1)}, acc, {o});")
+    gemm = _gemm(gy.dtype, False, True, g.k, o, g.p, colm, g.p, f"gy + n*{o * g.p}LL", g.p, 1, "acc")
     im2col = "" if g.trivial else f"      {name}_im2col({xi}, col, stage, 0, {c});\n"
     body = im2col + f"      {gemm}"
     seq = ("" if g.trivial else _par_channels(g, f"{name}_im2col({xi}, col, stage, cc, cc + 1)") + "\n") + \

@@ -21,7 +21,8 @@ def _lit(dtype: str, value: float) -> str:
 
 
 def matmul(em, name: str, k) -> str:
-    """gemm through OpenBLAS (float) or loops (int). Batch axes broadcast; a bias row fills C
+    """gemm through graphc's AVX-512 kernel or OpenBLAS (float32, kernels/gc_gemm.h), OpenBLAS
+    (float64) or loops (int). Batch axes broadcast; a bias row fills C
     first and the gemm adds to it (beta = 1)."""
     out = k.outputs[0]
     mm = k.product
@@ -79,14 +80,19 @@ def matmul(em, name: str, k) -> str:
     lines.append(("    " if batch else "  ") + call)
     if batch:
         lines.append("  }")
-    return c_function(name, "\n".join(lines))
+    fn = c_function(name, "\n".join(lines))
+    return f'#include "gc_gemm.h"\n{fn}' if dtype == "float32" else fn
 
 
 def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha: str = "1") -> str:
     tA = "GC_TRANS" if ta else "GC_NO_TRANS"
     tB = "GC_TRANS" if tb else "GC_NO_TRANS"
-    if dtype in ("float32", "float64"):
-        fn = "scipy_cblas_sgemm" if dtype == "float32" else "scipy_cblas_dgemm"
+    if dtype == "float32":  # graphc's own gemm below GC_GEMM_OWN_MAX (kernels/gc_gemm.h), else OpenBLAS
+        return (f"if (n > 0 && m > 0) {{ if (kk > 0) gc_sgemm({int(ta)}, {int(tb)}, n, m, kk, {alpha}, {A}, {lda}, "
+                f"{Bm}, {ldb}, {_lit(dtype, float(beta))}, {C}); "
+                f"else if (!{beta}) memset({C}, 0, sizeof(*{C})*n*m); }}")
+    if dtype == "float64":
+        fn = "scipy_cblas_dgemm"
         one = alpha
         bt = _lit(dtype, float(beta))
         return (f"if (n > 0 && m > 0) {{ if (kk > 0) {fn}(GC_ROW_MAJOR, {tA}, {tB}, (int)n, (int)m, (int)kk, {one}, "
