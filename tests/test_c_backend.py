@@ -272,10 +272,13 @@ def test_column_reductions_stream_rows_into_per_thread_partials(dtype):
     """Sum/max/min over axis 0 of a matrix large enough for the threaded path (fixed pieces of
     rows streamed into partial rows, combined in piece order), with a fused elementwise
     prologue, NaN in a column, and against NumPy."""
+    from graphc.backends.c.emit import PARALLEL_MIN
+
     rng = np.random.default_rng(9)
-    a = (rng.normal(size=(3001, 67)) * 10).astype(dtype)
+    rows = PARALLEL_MIN // 67 + 1001  # odd, and above the threaded path's threshold
+    a = (rng.normal(size=(rows, 67)) * 10).astype(dtype)
     if dtype != "int32":
-        a[1500, 3] = np.nan
+        a[rows // 2, 3] = np.nan
     x = gc.placeholder("x", (None, 67), dtype)
     f = gc.function([x], [x.sum(axis=0), (x * 2 + 1).sum(axis=0), x.max(axis=0), x.min(axis=0)], backend="c")
     got = f(a)
