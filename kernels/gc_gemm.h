@@ -156,13 +156,10 @@ static void gc_sgemm_tiles(int64_t t0, int64_t t1, int64_t n, int64_t m, int64_t
     }
   }
 }
-#endif /* __AVX512F__ */
 
-/* cblas_sgemm's arguments in row-major order (C's leading dimension is m); the sizes fit an int
- * (checked by the caller, as for OpenBLAS). */
-static void gc_sgemm(int ta, int tb, int64_t n, int64_t m, int64_t kk, float alpha, const float *a, int64_t lda,
-                     const float *b, int64_t ldb, float beta, float *c) {
-#if defined(__AVX512F__)
+/* The kernel above over the whole product; 0 (nothing written) where it does not apply. */
+static int gc_sgemm_own(int ta, int tb, int64_t n, int64_t m, int64_t kk, float alpha, const float *a, int64_t lda,
+                        const float *b, int64_t ldb, float beta, float *c) {
   if ((beta == 0.0f || beta == 1.0f) && n * kk + kk * m + n * m <= GC_GEMM_OWN_MAX && (!tb || kk <= GC_GEMM_PACK_K)) {
     const int64_t rsa = ta ? 1 : lda, csa = ta ? lda : 1, rsb = tb ? 1 : ldb, csb = tb ? ldb : 1;
     const int64_t tiles = ((m + GC_GEMM_NR - 1) / GC_GEMM_NR) * ((n + GC_GEMM_MR - 1) / GC_GEMM_MR);
@@ -191,9 +188,39 @@ static void gc_sgemm(int ta, int tb, int64_t n, int64_t m, int64_t kk, float alp
         gc_sgemm_tiles(0, tiles, n, m, kk, alpha, a, rsa, csa, b, rsb, csb, beta != 0.0f, c, pk);
       }
       free(pk);
-      return;
+      return 1;
     }
   }
+  return 0;
+}
+
+/* C = op(A) B^T with few rows in C: computed as C^T = B op(A)^T into a buffer, then transposed
+ * into C, so that the small op(A) is the packed (or unpacked, when ta) operand instead of the
+ * large B (an MLP's backward dX = dY W^T at batch 16 packed the whole weight on every call). */
+static int gc_sgemm_swapped(int ta, int64_t n, int64_t m, int64_t kk, float alpha, const float *a, int64_t lda,
+                            const float *b, int64_t ldb, float beta, float *c) {
+  if (!(n * (kk + m) < m * kk) || (beta != 0.0f && beta != 1.0f)) return 0;
+  float *t = (float *)malloc(sizeof(float) * n * m);
+  if (!t) return 0;
+  const int done = gc_sgemm_own(0, !ta, m, n, kk, alpha, b, ldb, a, lda, 0.0f, t);
+  if (done)
+    for (int64_t i = 0; i < n; i++) {
+      float *ci = c + i * m;
+      if (beta != 0.0f) for (int64_t j = 0; j < m; j++) ci[j] += t[j * n + i];
+      else for (int64_t j = 0; j < m; j++) ci[j] = t[j * n + i];
+    }
+  free(t);
+  return done;
+}
+#endif /* __AVX512F__ */
+
+/* cblas_sgemm's arguments in row-major order (C's leading dimension is m); the sizes fit an int
+ * (checked by the caller, as for OpenBLAS). */
+static void gc_sgemm(int ta, int tb, int64_t n, int64_t m, int64_t kk, float alpha, const float *a, int64_t lda,
+                     const float *b, int64_t ldb, float beta, float *c) {
+#if defined(__AVX512F__)
+  if (tb && gc_sgemm_swapped(ta, n, m, kk, alpha, a, lda, b, ldb, beta, c)) return;
+  if (gc_sgemm_own(ta, tb, n, m, kk, alpha, a, lda, b, ldb, beta, c)) return;
 #endif
   scipy_cblas_sgemm(GC_ROW_MAJOR, ta ? GC_TRANS : GC_NO_TRANS, tb ? GC_TRANS : GC_NO_TRANS, (int)n, (int)m, (int)kk,
                     alpha, a, (int)lda, b, (int)ldb, beta, c, (int)m);
