@@ -55,7 +55,7 @@ from ...ops.conv import (
 )
 from ..cexpr import C_TYPES
 from ..cfamily.emitter import KernelError
-from .hooks import c_function
+from .hooks import c_function, gemm_call
 
 # per-image gemm work (m*n*k) below which OpenBLAS runs single-threaded anyway
 SMALL_GEMM = 65536 * 4
@@ -67,7 +67,7 @@ BLAS_THREADS_DECL = "void scipy_openblas_set_num_threads(int); int scipy_openbla
 
 
 def _fn(name: str, body: str, helpers: str = "") -> str:
-    return "#include <stdlib.h>\n#include \"gc_gemm.h\"\n" + BLAS_THREADS_DECL + "\n" + helpers + c_function(name, body)
+    return "#include <stdlib.h>\n" + BLAS_THREADS_DECL + "\n" + helpers + c_function(name, body)
 
 
 def _lit(dtype: str, value: float) -> str:
@@ -75,13 +75,8 @@ def _lit(dtype: str, value: float) -> str:
 
 
 def _gemm(dtype: str, ta: bool, tb: bool, n, m, k, a: str, lda, b: str, ldb, beta: int, c: str) -> str:
-    """C = op(a) @ op(b) (+ C if beta), row-major with ldc = m: graphc's gemm for float32
-    (kernels/gc_gemm.h; one thread inside a parallel region), OpenBLAS for float64."""
-    if dtype == "float32":
-        return f"gc_sgemm({int(ta)}, {int(tb)}, {n}, {m}, {k}, 1.0f, {a}, {lda}, {b}, {ldb}, {beta}.0f, {c});"
-    t = {False: "GC_NO_TRANS", True: "GC_TRANS"}
-    return (f"scipy_cblas_dgemm(GC_ROW_MAJOR, {t[ta]}, {t[tb]}, {n}, {m}, {k}, 1.0, {a}, {lda}, {b}, {ldb}, "
-            f"{beta}.0, {c}, {m});")
+    """C = op(a) @ op(b) (+ C if beta), row-major with ldc = m (one thread inside a parallel region)."""
+    return gemm_call(dtype, ta, tb, n, m, k, _lit(dtype, 1), a, lda, b, ldb, beta, c)
 
 
 def _oom(em, index: int, op: str) -> tuple[int, str]:

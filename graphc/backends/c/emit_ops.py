@@ -10,7 +10,7 @@ from ..cfamily.index import batch_strides, split3
 from ..cfamily.templates import TEMPLATES
 from .emit_collective import OPS as COLLECTIVE_OPS
 from .emit_conv import OPS as CONV_OPS
-from .hooks import c_function
+from .hooks import c_function, gemm_call
 
 
 def _lit(dtype: str, value: float) -> str:
@@ -80,24 +80,13 @@ def matmul(em, name: str, k) -> str:
     lines.append(("    " if batch else "  ") + call)
     if batch:
         lines.append("  }")
-    fn = c_function(name, "\n".join(lines))
-    return f'#include "gc_gemm.h"\n{fn}' if dtype == "float32" else fn
+    return c_function(name, "\n".join(lines))
 
 
 def _gemm(dtype, ta, tb, A, Bm, C, lda, ldb, beta, alpha: str = "1") -> str:
-    tA = "GC_TRANS" if ta else "GC_NO_TRANS"
-    tB = "GC_TRANS" if tb else "GC_NO_TRANS"
-    if dtype == "float32":  # graphc's own gemm below GC_GEMM_OWN_MAX (kernels/gc_gemm.h), else OpenBLAS
-        return (f"if (n > 0 && m > 0) {{ if (kk > 0) gc_sgemm({int(ta)}, {int(tb)}, n, m, kk, {alpha}, {A}, {lda}, "
-                f"{Bm}, {ldb}, {_lit(dtype, float(beta))}, {C}); "
-                f"else if (!{beta}) memset({C}, 0, sizeof(*{C})*n*m); }}")
-    if dtype == "float64":
-        fn = "scipy_cblas_dgemm"
-        one = alpha
-        bt = _lit(dtype, float(beta))
-        return (f"if (n > 0 && m > 0) {{ if (kk > 0) {fn}(GC_ROW_MAJOR, {tA}, {tB}, (int)n, (int)m, (int)kk, {one}, "
-                f"{A}, (int)({lda}), {Bm}, (int)({ldb}), {bt}, {C}, (int)m); "
-                f"else if (!{beta}) memset({C}, 0, sizeof(*{C})*n*m); }}")
+    if dtype in ("float32", "float64"):
+        call = gemm_call(dtype, ta, tb, "n", "m", "kk", alpha, A, lda, Bm, ldb, beta, C)
+        return f"if (n > 0 && m > 0) {{ if (kk > 0) {call} else if (!{beta}) memset({C}, 0, sizeof(*{C})*n*m); }}"
     ia = f"({A})[i*({lda}) + p]" if not ta else f"({A})[p*({lda}) + i]"
     ib = f"({Bm})[p*({ldb}) + j]" if not tb else f"({Bm})[j*({ldb}) + p]"
     return (f"for (int64_t i = 0; i < n; i++) for (int64_t j = 0; j < m; j++) {{ "

@@ -16,6 +16,22 @@ def c_function(name: str, body: str) -> str:
     return HEAD.format(name=name) + body + "\n  return 0;\n}"
 
 
+def gemm_call(dtype: str, ta: bool, tb: bool, n, m, k, alpha: str, a: str, lda, b: str, ldb, beta: float,
+              c: str) -> str:
+    """One float gemm statement, C = alpha op(a) op(b) + beta C, row-major with ldc = m:
+    graphc's own kernel for float32 (kernels/gc_gemm.h, which falls back to OpenBLAS itself),
+    OpenBLAS for float64. Sizes are C expressions; they fit an int (checked before the call).
+
+    >>> gemm_call("float32", False, True, "n", "m", "kk", "1.0f", "x", "kk", "w", "kk", 0, "y")
+    'gc_sgemm(0, 1, n, m, kk, 1.0f, x, kk, w, kk, 0.0f, y);'
+    """
+    if dtype == "float32":
+        return f"gc_sgemm({int(ta)}, {int(tb)}, {n}, {m}, {k}, {alpha}, {a}, {lda}, {b}, {ldb}, {float(beta)!r}f, {c});"
+    t = {False: "GC_NO_TRANS", True: "GC_TRANS"}
+    return (f"scipy_cblas_dgemm(GC_ROW_MAJOR, {t[ta]}, {t[tb]}, (int)({n}), (int)({m}), (int)({k}), {alpha}, {a}, "
+            f"(int)({lda}), {b}, (int)({ldb}), {float(beta)!r}, {c}, (int)({m}));")
+
+
 class CHooks:
     """Mixed into CEmitter: how C spells each hook a template calls. Parallel loops hand out
     work with `schedule(guided)`: a worker that the OS wakes late (a sleeping vCPU takes hundreds
