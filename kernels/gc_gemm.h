@@ -21,11 +21,15 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include "gc_runtime.h"
+#include "gc_pool.h"
 
 #define GC_GEMM_OWN_MAX (3 * 1024 * 1024)  /* floats in A + B + C: up to 1024^3 */
-/* multiply-adds up to which one thread runs: waking a sleeping worker costs 100-150 µs on a VM
- * (about 2^24 multiply-adds of this kernel; 256^3 measured 128 µs serial, 158 µs threaded) */
-#define GC_GEMM_PAR_MIN (1 << 24)
+/* multiply-adds up to which one thread runs. Through graphc's pool (gc_pool.h: the caller never
+ * waits for a worker to wake) two threads win above 2^21 (16x784x512: 55 -> 31 µs; 128^3 ties);
+ * through OpenMP, whose region waits for a sleeping worker's wake-up (100-150 µs on a VM), only
+ * above 2^24 (256^3 measured 128 µs serial, 158 µs threaded). */
+#define GC_GEMM_PAR_MIN (1 << 21)
+#define GC_GEMM_OMP_PAR_MIN (1 << 24)
 #define GC_GEMM_SMALL_B (1 << 16)  /* floats of B that stay in L2 beside the rows of C */
 #define GC_GEMM_PACK_K 8192  /* a transposed B's panel (k x 48 floats) stays within 1.5 MB */
 
@@ -157,33 +161,48 @@ static void gc_sgemm_tiles(int64_t t0, int64_t t1, int64_t n, int64_t m, int64_t
   }
 }
 
+/* One gemm's arguments for the pool: chunk c is tiles [c * chunk, (c + 1) * chunk). */
+typedef struct {
+  int64_t n, m, kk;
+  float alpha;
+  const float *a;
+  int64_t rsa, csa;
+  const float *b;
+  int64_t rsb, csb;
+  int beta;
+  float *c, *pk;
+  int64_t per, chunk, tiles;
+} gc_sgemm_job;
+
+static void gc_sgemm_chunk(void *ctx, int64_t c, int slot) {
+  const gc_sgemm_job *j = (const gc_sgemm_job *)ctx;
+  const int64_t t0 = c * j->chunk, t1 = t0 + j->chunk < j->tiles ? t0 + j->chunk : j->tiles;
+  gc_sgemm_tiles(t0, t1, j->n, j->m, j->kk, j->alpha, j->a, j->rsa, j->csa, j->b, j->rsb, j->csb, j->beta, j->c,
+                 j->pk ? j->pk + j->per * slot : NULL);
+}
+
 /* The kernel above over the whole product; 0 (nothing written) where it does not apply. */
 static int gc_sgemm_own(int ta, int tb, int64_t n, int64_t m, int64_t kk, float alpha, const float *a, int64_t lda,
                         const float *b, int64_t ldb, float beta, float *c) {
   if ((beta == 0.0f || beta == 1.0f) && n * kk + kk * m + n * m <= GC_GEMM_OWN_MAX && (!tb || kk <= GC_GEMM_PACK_K)) {
     const int64_t rsa = ta ? 1 : lda, csa = ta ? lda : 1, rsb = tb ? 1 : ldb, csb = tb ? ldb : 1;
     const int64_t tiles = ((m + GC_GEMM_NR - 1) / GC_GEMM_NR) * ((n + GC_GEMM_MR - 1) / GC_GEMM_MR);
-    const int par = tiles > 1 && n * m * kk > GC_GEMM_PAR_MIN && !GC_GEMM_IN_PARALLEL();
+    const int par = tiles > 1 && n * m * kk > (gc_pool_available() ? GC_GEMM_PAR_MIN : GC_GEMM_OMP_PAR_MIN) &&
+                    !GC_GEMM_IN_PARALLEL();
     const int nthreads = par ? GC_GEMM_MAX_THREADS() : 1;
     /* a transposed B's panels, one buffer per thread, taken before any thread starts */
     const int64_t per = tb ? GC_GEMM_NR * (kk + 16) : 0;
     float *pk = per ? (float *)malloc(sizeof(float) * per * nthreads) : NULL;
     if (!per || pk) {
       if (par) {
-        /* tiles are claimed in chunks from a shared counter, not split in fixed halves: a thread
-         * that starts late or shares its core (another pool spinning, another process) takes
-         * fewer, and the region does not wait for its half (benchmarks/RESULTS.md) */
+        /* tiles are claimed in chunks, not split in fixed halves: a thread that starts late or
+         * shares its core takes fewer, and through the pool the caller never waits for a worker
+         * that has not started (benchmarks/RESULTS.md) */
         const int64_t nrow = (n + GC_GEMM_MR - 1) / GC_GEMM_MR;
         int64_t chunk = pk ? (nrow + nthreads - 1) / nthreads : tiles / (8 * (int64_t)nthreads);
         if (chunk < 1) chunk = 1;
-        int64_t next = 0;
-        #pragma omp parallel num_threads(nthreads)
-        {
-          float *own = pk ? pk + per * gc_thread_num() : NULL;
-          for (int64_t t0; (t0 = __atomic_fetch_add(&next, chunk, __ATOMIC_RELAXED)) < tiles;)
-            gc_sgemm_tiles(t0, t0 + chunk < tiles ? t0 + chunk : tiles, n, m, kk, alpha, a, rsa, csa, b, rsb, csb,
-                           beta != 0.0f, c, own);
-        }
+        gc_sgemm_job job = {n, m, kk, alpha, a, rsa, csa, b, rsb, csb, beta != 0.0f, c, pk, per, chunk, tiles};
+        gc_pool_jobs(nthreads, (tiles + chunk - 1) / chunk, gc_sgemm_chunk, &job);
       } else {
         gc_sgemm_tiles(0, tiles, n, m, kk, alpha, a, rsa, csa, b, rsb, csb, beta != 0.0f, c, pk);
       }

@@ -58,6 +58,7 @@ from ..cache import (
     sha256_file,
     unlink,
 )
+from .pool import load_pool
 from .threads import keep_runtimes_loaded
 
 CC = "gcc"  # the default; $CC, when set, wins (read at each build, as for detection in runtime)
@@ -101,8 +102,13 @@ class _BrokenEntry(Exception):
     """A cache entry that must be rebuilt; the message says why."""
 
 
-def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = ()) -> BuiltLibrary:
+def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = (),
+                  record_stats: bool = True) -> BuiltLibrary:
     """Compile `source` (or take it from the cache) and load it with `cdef` declared.
+
+    A source that calls the gemm (``gc_sgemm(``) gets graphc's worker pool loaded first
+    (`pool.load_pool`). `record_stats=False` leaves `STATS` as it was (the pool's own build:
+    STATS counts the libraries compiled for the user's functions).
 
     Raises CompileError when gcc fails (message with the compiler's first error lines and the path
     of the saved source), and PermissionError when the cache directory is unsafe to load from.
@@ -113,12 +119,15 @@ def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = ())
         b.lib.add(2, 3)  # 5
     """
     extra_cflags = tuple(extra_cflags)
+    if "gc_sgemm(" in source:
+        load_pool()  # first, so that the library's weak gc_pool_run binds to the one shared pool
+    stats = STATS if record_stats else dict(STATS)  # a copy takes the pool build's counts
     key = cache_key(source, extra_cflags)
     memo_key = (key, cdef)  # the binary depends on the key only; the FFI also on the cdef
     with _MEMO_LOCK:
         built = _MEMO.get(memo_key)
         if built is not None:
-            STATS["memo_hits"] += 1
+            stats["memo_hits"] += 1
             return built
 
     ffi = cffi.FFI()
@@ -130,9 +139,9 @@ def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = ())
     try:  # fast path, without the lock: a complete, valid entry
         built = _load(ffi, entry, key, cache_hit=True)
     except _BrokenEntry:
-        built = _build_locked(ffi, root, entry, key, source, extra_cflags)
+        built = _build_locked(ffi, root, entry, key, source, extra_cflags, stats)
     else:
-        STATS["hits"] += 1
+        stats["hits"] += 1
     with _MEMO_LOCK:
         return _MEMO.setdefault(memo_key, built)
 
@@ -264,7 +273,7 @@ def cache_clear() -> int:
 
 
 def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
-                  extra_cflags: tuple[str, ...]) -> BuiltLibrary:
+                  extra_cflags: tuple[str, ...], stats: dict[str, int]) -> BuiltLibrary:
     """Under the key's lock: use an entry another process installed meanwhile, or build one."""
     with key_lock(root, key):
         if entry.exists():
@@ -273,11 +282,11 @@ def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
             except _BrokenEntry:
                 discard(root, entry)
             else:
-                STATS["hits"] += 1
+                stats["hits"] += 1
                 return built
         tmp = Path(tempfile.mkdtemp(prefix=f"tmp-{key}-", dir=root))
         try:
-            _compile(root, tmp, key, source, extra_cflags)
+            _compile(root, tmp, key, source, extra_cflags, stats)
             try:
                 os.rename(tmp, entry)
             except OSError as e:
@@ -291,7 +300,7 @@ def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
                     discard(root, entry)
                     os.rename(tmp, entry)
                 else:
-                    STATS["hits"] += 1
+                    stats["hits"] += 1
                     return built
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -306,13 +315,14 @@ def _build_locked(ffi: cffi.FFI, root: Path, entry: Path, key: str, source: str,
                                f"  source saved at {failed}", source_path=failed, log=str(e)) from None
 
 
-def _compile(root: Path, tmp: Path, key: str, source: str, extra_cflags: tuple[str, ...]) -> None:
+def _compile(root: Path, tmp: Path, key: str, source: str, extra_cflags: tuple[str, ...],
+             stats: dict[str, int]) -> None:
     """Run gcc in `tmp`, leaving lib.so, source.c and meta.json there; CompileError on failure."""
     from ...version import __version__
 
     (tmp / "source.c").write_text(source)
     cmd = compile_command("source.c", "lib.so", extra_cflags)
-    STATS["compiles"] += 1
+    stats["compiles"] += 1
     # LC_ALL=C: English diagnostics, so that the "error" lines can be picked out below
     limit = compile_timeout()
     try:

@@ -1,0 +1,174 @@
+/* graphc's worker pool (declared in gc_pool.h, whose comment says why it exists).
+ *
+ * The job's state is one 64-bit word: generation (32 bits) | chunk count (16) | next chunk (16).
+ * A claim is a compare-and-swap on the whole word, so a worker that read an older job's
+ * descriptor can never claim a chunk of a newer one: its expected generation no longer matches,
+ * and a job's descriptor is rewritten only after every chunk of the job was claimed and finished.
+ * One job runs at a time (`busy`): a second thread calling meanwhile runs its job alone.
+ * Workers are created on first use and live as long as the process (this library is never
+ * unloaded). A child forked while workers existed has none: its jobs then run on the caller,
+ * since no chunk ever waits for a worker that has not claimed it. */
+#define _GNU_SOURCE
+#include "gc_pool.h"
+
+#include <linux/futex.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define GC_POOL_PAUSE() _mm_pause()
+#elif defined(__aarch64__)
+#define GC_POOL_PAUSE() __asm__ __volatile__("yield")
+#else
+#define GC_POOL_PAUSE() ((void)0)
+#endif
+
+#define GC_POOL_MAX 64
+#define GC_POOL_SPIN_NS 200000  /* 0.2 ms: longer than the gaps between one step's gemms */
+
+typedef struct {
+  uint64_t state;     /* generation << 32 | chunks << 16 | next; atomic */
+  int64_t done;       /* chunks finished in this generation; atomic */
+  gc_pool_task task;  /* the descriptor, written before its generation is published */
+  void *ctx;
+  int helpers;        /* workers 1..helpers take part in this job */
+  int caller_cpu;     /* where the caller runs: a worker woken onto that core stays out of the job */
+  int started;        /* workers created */
+  int sleeping;       /* workers asleep on `wake`; atomic */
+  uint32_t wake;      /* futex word */
+  int busy;           /* a caller holds the pool; atomic */
+  int64_t jobs, worker_chunks;  /* counters for gc_pool_stats; atomic */
+  pid_t owner;        /* the process whose workers `started` counts (a forked child has none) */
+  pthread_mutex_t grow;
+} gc_pool_t;
+
+static gc_pool_t pool = {.grow = PTHREAD_MUTEX_INITIALIZER};
+
+static uint64_t now_ns(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static uint32_t generation(uint64_t s) { return (uint32_t)(s >> 32); }
+
+/* Claim and run chunks of generation `gen` until none is left. */
+static void work(uint32_t gen, gc_pool_task task, void *ctx, int slot) {
+  uint64_t s = __atomic_load_n(&pool.state, __ATOMIC_ACQUIRE);
+  for (;;) {
+    const uint32_t chunks = (uint32_t)(s >> 16) & 0xFFFF, next = (uint32_t)s & 0xFFFF;
+    if (generation(s) != gen || next >= chunks) return;
+    if (!__atomic_compare_exchange_n(&pool.state, &s, s + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) continue;
+    task(ctx, next, slot);
+    if (slot) __atomic_fetch_add(&pool.worker_chunks, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&pool.done, 1, __ATOMIC_RELEASE);
+    s = __atomic_load_n(&pool.state, __ATOMIC_ACQUIRE);
+  }
+}
+
+/* Wait for a generation other than `seen`: spin (yielding the core to any other runnable
+ * thread, an OpenMP worker or another process) for GC_POOL_SPIN_NS, then sleep on the futex. */
+static uint32_t next_job(uint32_t seen) {
+  const uint64_t t0 = now_ns();
+  for (unsigned spins = 0;; spins++) {
+    const uint64_t s = __atomic_load_n(&pool.state, __ATOMIC_ACQUIRE);
+    if (generation(s) != seen) return generation(s);
+    if (spins & 1) sched_yield(); else GC_POOL_PAUSE();
+    if ((spins & 15) == 15 && now_ns() - t0 > GC_POOL_SPIN_NS) {
+      const uint32_t w = __atomic_load_n(&pool.wake, __ATOMIC_SEQ_CST);
+      __atomic_fetch_add(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+      if (generation(__atomic_load_n(&pool.state, __ATOMIC_SEQ_CST)) == seen)  /* else a job came meanwhile */
+        syscall(SYS_futex, &pool.wake, FUTEX_WAIT_PRIVATE, w, NULL, NULL, 0);
+      __atomic_fetch_sub(&pool.sleeping, 1, __ATOMIC_SEQ_CST);
+      return generation(__atomic_load_n(&pool.state, __ATOMIC_ACQUIRE));  /* may be `seen`: spin again */
+    }
+  }
+}
+
+static void *worker(void *arg) {
+  const int slot = (int)(intptr_t)arg;
+  uint32_t seen = generation(__atomic_load_n(&pool.state, __ATOMIC_ACQUIRE));
+  for (;;) {
+    const uint32_t gen = next_job(seen);
+    if (gen == seen) continue;
+    seen = gen;
+    /* read after the generation (acquire); a claim in work() succeeds only while this job is live */
+    gc_pool_task task = pool.task;
+    void *ctx = pool.ctx;
+    /* a worker that the scheduler put on the caller's core would take a chunk and then be
+     * preempted by the caller, who waits for that chunk: it leaves the job to the caller */
+    if (slot <= pool.helpers && sched_getcpu() != pool.caller_cpu) work(gen, task, ctx, slot);
+  }
+  return NULL;
+}
+
+/* Workers 1..n exist; 0 if none could be created. */
+static int grow(int n) {
+  const pid_t me = getpid();
+  if (__atomic_load_n(&pool.owner, __ATOMIC_ACQUIRE) == me && __atomic_load_n(&pool.started, __ATOMIC_ACQUIRE) >= n)
+    return 1;
+  pthread_mutex_lock(&pool.grow);
+  if (pool.owner != me) {  /* first use, or a forked child: the parent's workers are not here */
+    pool.started = 0;
+    pool.sleeping = 0;
+    __atomic_store_n(&pool.owner, me, __ATOMIC_RELEASE);
+  }
+  while (pool.started < n) {
+    pthread_t t;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 1 << 20);
+    const int ok = pthread_create(&t, &attr, worker, (void *)(intptr_t)(pool.started + 1)) == 0;
+    pthread_attr_destroy(&attr);
+    if (!ok) break;
+    __atomic_store_n(&pool.started, pool.started + 1, __ATOMIC_RELEASE);
+  }
+  const int any = pool.started > 0;
+  pthread_mutex_unlock(&pool.grow);
+  return any;
+}
+
+void gc_pool_run(int nthreads, int64_t chunks, gc_pool_task task, void *ctx) {
+  int idle = 0;
+  if (nthreads > GC_POOL_MAX) nthreads = GC_POOL_MAX;
+  if (nthreads < 2 || chunks < 2 || chunks > 0xFFFF ||
+      !__atomic_compare_exchange_n(&pool.busy, &idle, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) {
+    for (int64_t c = 0; c < chunks; c++) task(ctx, c, 0);
+    return;
+  }
+  if (!grow(nthreads - 1)) {
+    __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
+    for (int64_t c = 0; c < chunks; c++) task(ctx, c, 0);
+    return;
+  }
+  __atomic_fetch_add(&pool.jobs, 1, __ATOMIC_RELAXED);
+  const uint32_t gen = generation(__atomic_load_n(&pool.state, __ATOMIC_RELAXED)) + 1;
+  pool.task = task;
+  pool.ctx = ctx;
+  pool.helpers = nthreads - 1 < pool.started ? nthreads - 1 : pool.started;
+  pool.caller_cpu = sched_getcpu();
+  __atomic_store_n(&pool.done, 0, __ATOMIC_RELAXED);
+  __atomic_store_n(&pool.state, ((uint64_t)gen << 32) | ((uint64_t)chunks << 16), __ATOMIC_SEQ_CST);
+  if (__atomic_load_n(&pool.sleeping, __ATOMIC_SEQ_CST)) {
+    __atomic_fetch_add(&pool.wake, 1, __ATOMIC_SEQ_CST);
+    syscall(SYS_futex, &pool.wake, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0);  /* all: futex picks any sleeper */
+  }
+  work(gen, task, ctx, 0);
+  /* only chunks a worker claimed and is running are left: a few µs each */
+  for (unsigned spins = 0; __atomic_load_n(&pool.done, __ATOMIC_ACQUIRE) < chunks; spins++) {
+    if (spins < 256) GC_POOL_PAUSE();
+    else sched_yield();  /* the worker may have been moved onto this core since it claimed */
+  }
+  __atomic_store_n(&pool.busy, 0, __ATOMIC_RELEASE);
+}
+
+void gc_pool_stats(int64_t out[3]) {
+  out[0] = __atomic_load_n(&pool.owner, __ATOMIC_ACQUIRE) == getpid() ? __atomic_load_n(&pool.started, __ATOMIC_ACQUIRE) : 0;
+  out[1] = __atomic_load_n(&pool.jobs, __ATOMIC_RELAXED);
+  out[2] = __atomic_load_n(&pool.worker_chunks, __ATOMIC_RELAXED);
+}
