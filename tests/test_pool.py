@@ -92,9 +92,33 @@ def test_threaded_results_have_the_bits_of_one_thread(tb):
         f"    b = rng.random(({'(m, k)' if tb else '(k, m)'}), dtype=np.float32) - 0.5\n"
         "    for _ in range(20): r = f(a, b)\n"
         "    sys.stdout.write(hashlib.sha256(r.tobytes()).hexdigest() + '\\n')\n")
+    _assert_same_bits_in_every_mode(code)
+
+
+def test_column_reductions_through_the_pool_have_the_bits_of_one_thread():
+    code = (
+        "import hashlib, sys, numpy as np, graphc as gc\n"
+        "rng = np.random.default_rng(4)\n"
+        "x = gc.placeholder('x', (None, None))\n"
+        "f = gc.function([x], [gc.sum(gc.exp(x), axis=0), gc.max(x * 3.0, axis=0)], backend='c')\n"
+        "for shape in [(4096, 129), (70000, 5), (1000, 2000)]:\n"
+        "    a = rng.normal(size=shape).astype(np.float32)\n"
+        "    for _ in range(10): r = f(a)\n"
+        "    np.testing.assert_allclose(r[0], np.exp(a.astype(np.float64)).sum(axis=0), rtol=1e-5)\n"
+        "    sys.stdout.write(hashlib.sha256(r[0].tobytes() + r[1].tobytes()).hexdigest() + '\\n')\n"
+        "from graphc.backends.c import pool\n"
+        "s = pool.stats()\n"
+        "sys.stdout.write(str(s is not None and s['jobs'] > 0) + '\\n')\n")
+    _assert_same_bits_in_every_mode(code, last_line_differs=True)
+
+
+def _assert_same_bits_in_every_mode(code: str, last_line_differs: bool = False) -> None:
     serial = _run_child(code, OMP_NUM_THREADS="1", GRAPHC_ADAPTIVE_THREADS="0")
     pooled = _run_child(code, OMP_NUM_THREADS="2", GRAPHC_ADAPTIVE_THREADS="0")
     fallback = _run_child(code, OMP_NUM_THREADS="2", GRAPHC_ADAPTIVE_THREADS="0", GRAPHC_POOL="0")
+    if last_line_differs:  # whether jobs went through the pool: only with two threads and the pool
+        assert [serial.split()[-1], pooled.split()[-1], fallback.split()[-1]] == ["False", "True", "False"]
+        serial, pooled, fallback = (out.rsplit("\n", 2)[0] for out in (serial, pooled, fallback))
     assert pooled == serial
     assert fallback == serial
 
@@ -162,6 +186,37 @@ def test_a_forked_child_runs_threaded_gemms_without_its_parents_workers():
         "print(os.waitstatus_to_exitcode(status))\n",
         OMP_NUM_THREADS="2", GRAPHC_ADAPTIVE_THREADS="0")
     assert out.strip() == "0"
+
+
+def test_a_child_forked_while_another_thread_runs_a_job_still_has_a_pool():
+    # the parent's pool is busy in the child (the thread that held it is not there) unless
+    # pthread_atfork resets it: the child would then run every job alone
+    if not hasattr(os, "fork"):
+        pytest.skip("no fork")
+    out = _run_child(
+        "import os, threading, numpy as np, graphc as gc\n"
+        "from graphc.backends.c import pool\n"
+        "x, w = gc.placeholder('x', (None, None)), gc.placeholder('w', (None, None))\n"
+        "f = gc.function([x, w], x @ w, backend='c')\n"
+        "g = gc.function([x, w], x @ w + 1.0, backend='c')  # f's own lock may be held at the fork\n"
+        "a, b = np.ones((256, 512), np.float32), np.ones((512, 512), np.float32)\n"
+        "stop = threading.Event()\n"
+        "def busy():\n"
+        "    while not stop.is_set(): f(a, b)\n"
+        "t = threading.Thread(target=busy); t.start()\n"
+        "codes = []\n"
+        "for _ in range(5):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        jobs = pool.stats()['jobs']\n"
+        "        ok = all(float(g(a, b)[0, 0]) == 513.0 for _ in range(20))\n"
+        "        ok = ok and pool.stats()['jobs'] == jobs + 20 and pool.stats()['workers'] == 1\n"
+        "        os._exit(0 if ok else 1)\n"
+        "    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+        "stop.set(); t.join()\n"
+        "print(codes)\n",
+        OMP_NUM_THREADS="2", GRAPHC_ADAPTIVE_THREADS="0")
+    assert out.strip() == "[0, 0, 0, 0, 0]"
 
 
 def test_many_jobs_of_every_chunk_count_stay_correct():

@@ -79,6 +79,7 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
     osize = em.size(out)
     ident = reduce_identity(kind, dtype)
     head = f"static int {name}(void **restrict B, const int64_t *restrict D) {{\n  (void)B; (void)D;\n"
+    prelude: list[str] = []  # functions the kernel hands to the pool, emitted before it
     lines = [f"  {d}" for d in decls] + [f"  {ct} *restrict o = {optr};"]
     n = len(groups)
     stmts = "\n".join("      " + ln for ln in body)
@@ -163,47 +164,58 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
                       f"({acc_t})a[j];") if two_level else ""
         blocks_alloc = (f"{ct} *blocks = parts != NULL ? ({ct} *)malloc(sizeof({ct}) * (size_t)(pieces * C)) : NULL;\n"
                         "  if (blocks == NULL) { free(parts); parts = NULL; }") if two_level else ""
+        # the pieces run through graphc's pool (gc_pool.h: the caller starts at once, a worker
+        # joins when it arrives), so the piece is its own function of a context
+        piece_decls = "".join(f"  {d}\n" for d in decls)
+        prelude.append(f"""typedef struct {{
+  void **B; const int64_t *D; {acc_t} *parts; {ct} *blocks; int64_t pieces;
+}} {name}_ctx;
+static void {name}_piece(void *ctx, int64_t q, int slot) {{
+  const {name}_ctx *cx = (const {name}_ctx *)ctx;
+  void **restrict B = cx->B; const int64_t *restrict D = cx->D;
+  (void)B; (void)D; (void)slot;
+{piece_decls}  const int64_t R = ({sizes[0]}), C = ({sizes[1]}), pieces = cx->pieces;
+  {acc_t} *restrict parts = cx->parts;
+  {ct} *restrict blocks = cx->blocks; (void)blocks;
+  {rows_decl}
+  const int64_t lo = R * q / pieces, hi = R * (q + 1) / pieces;
+  for (int64_t b0 = lo; b0 < hi; b0 += {SPAN}) {{
+    const int64_t b1 = b0 + {SPAN} < hi ? b0 + {SPAN} : hi;
+    int64_t r0 = b0;
+    {block_start}
+    for (; r0 + {ROWS} <= b1; r0 += {ROWS}) {{
+      #pragma omp simd
+      for (int64_t i1 = 0; i1 < C; i1++) {{
+        {ct} {", ".join(f"s{u}" for u in range(ROWS))};
+{group}
+        {group_upd}
+      }}
+    }}
+    for (int64_t i0 = r0; i0 < b1; i0++) {{
+      #pragma omp simd
+      for (int64_t i1 = 0; i1 < C; i1++) {{
+{stmts}
+        a[i1] = {acc_upd};
+      }}
+    }}
+    {block_fold}
+  }}
+}}
+""")
         lines.append(f"""  const int64_t R = ({sizes[0]}), C = ({sizes[1]});
   /* pieces: at most {PIECES}, one per row at most, their partial rows within {PARTS_BYTES >> 20} MiB */
   int64_t pieces = R < {PIECES} ? R : {PIECES};
   while (pieces > 1 && pieces * C * (int64_t)sizeof({acc_t}) > {PARTS_BYTES}LL) pieces /= 2;
   {acc_t} *parts = pieces > 1 ? ({acc_t} *)malloc(sizeof({acc_t}) * (size_t)(pieces * C)) : NULL;
-  {blocks_alloc}
+  {blocks_alloc if two_level else f"{ct} *blocks = NULL;"}
   if (parts != NULL) {{
-    #pragma omp parallel if(({total}) > GC_PAR_MIN)
-    {{
-      #pragma omp for schedule(dynamic, 1)
-      for (int64_t q = 0; q < pieces; q++) {{
-        {rows_decl}
-        const int64_t lo = R * q / pieces, hi = R * (q + 1) / pieces;
-        for (int64_t b0 = lo; b0 < hi; b0 += {SPAN}) {{
-          const int64_t b1 = b0 + {SPAN} < hi ? b0 + {SPAN} : hi;
-          int64_t r0 = b0;
-          {block_start}
-          for (; r0 + {ROWS} <= b1; r0 += {ROWS}) {{
-            #pragma omp simd
-            for (int64_t i1 = 0; i1 < C; i1++) {{
-              {ct} {", ".join(f"s{u}" for u in range(ROWS))};
-{group}
-              {group_upd}
-            }}
-          }}
-          for (int64_t i0 = r0; i0 < b1; i0++) {{
-            #pragma omp simd
-            for (int64_t i1 = 0; i1 < C; i1++) {{
-{stmts}
-              a[i1] = {acc_upd};
-            }}
-          }}
-          {block_fold}
-        }}
-      }}
-      #pragma omp for schedule(static)
-      for (int64_t j = 0; j < C; j++) {{
-        {acc_t} r = {ident};
-        for (int64_t q = 0; q < pieces; q++) r = {_combine(kind, dtype, "r", "parts[q * C + j]")};
-        o[j] = ({ct})r;
-      }}
+    {name}_ctx cx = {{B, D, parts, blocks, pieces}};
+    gc_pool_jobs(({total}) > GC_PAR_MIN ? gc_max_threads() : 1, pieces, {name}_piece, &cx);
+    #pragma omp parallel for if(pieces * C > GC_PAR_MIN) schedule(static)
+    for (int64_t j = 0; j < C; j++) {{
+      {acc_t} r = {ident};
+      for (int64_t q = 0; q < pieces; q++) r = {_combine(kind, dtype, "r", "parts[q * C + j]")};
+      o[j] = ({ct})r;
     }}
     free(parts);
     {"free(blocks);" if two_level else ""}
@@ -239,4 +251,4 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         for j in reversed(range(n)):
             code = loop(j, code)
         lines.append(code)
-    return head + "\n".join(lines) + "\n  return 0;\n}"
+    return "".join(prelude) + head + "\n".join(lines) + "\n  return 0;\n}"
