@@ -79,6 +79,9 @@ STATS = {"compiles": 0, "hits": 0, "memo_hits": 0}
 _MEMO: dict[tuple[str, str], BuiltLibrary] = {}
 _MEMO_LOCK = threading.Lock()
 
+#: a source including the pool's header may reach gc_pool_run: the pool must be loaded first
+_POOL_HEADER = '#include "gc_pool.h"'
+
 _ERROR_CONTEXT_LINES = 12  # compiler output lines quoted in a CompileError message
 
 
@@ -106,8 +109,8 @@ def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = (),
                   record_stats: bool = True) -> BuiltLibrary:
     """Compile `source` (or take it from the cache) and load it with `cdef` declared.
 
-    A source that calls the gemm or hands work to the pool (``gc_sgemm(``, ``gc_pool_jobs(``)
-    gets graphc's worker pool loaded first
+    A source that includes ``gc_pool.h`` (every generated program) gets graphc's worker pool
+    loaded first
     (`pool.load_pool`). `record_stats=False` leaves `STATS` as it was (the pool's own build:
     STATS counts the libraries compiled for the user's functions).
 
@@ -120,7 +123,7 @@ def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = (),
         b.lib.add(2, 3)  # 5
     """
     extra_cflags = tuple(extra_cflags)
-    if "gc_sgemm(" in source or "gc_pool_jobs(" in source:
+    if _POOL_HEADER in source:  # every generated program (emit.HEADER)
         load_pool()  # first, so that the library's weak gc_pool_run binds to the one shared pool
     stats = STATS if record_stats else dict(STATS)  # a copy takes the pool build's counts
     key = cache_key(source, extra_cflags)

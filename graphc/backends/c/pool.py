@@ -27,7 +27,7 @@ from ..cache import kernels_dir
 CDEF = """void gc_pool_run(int nthreads, int64_t chunks, void *task, void *ctx);
 void gc_pool_stats(int64_t out[3]);"""
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entered by the pool's own build, which includes gc_pool.h
 _STATE: dict[str, object] = {}  # "path": the loaded pool's path, or None once it cannot be had
 
 
@@ -58,8 +58,14 @@ def load_pool() -> Path | None:
     """
     if "path" not in _STATE:
         with _LOCK:
+            if _STATE.get("building"):  # the pool's own library: it does not use itself
+                return None
             if "path" not in _STATE:
-                _STATE["path"] = _build_and_load()
+                _STATE["building"] = True
+                try:
+                    _STATE["path"] = _build_and_load()
+                finally:
+                    _STATE["building"] = False
     return _STATE["path"]  # type: ignore[return-value]
 
 
