@@ -36,13 +36,6 @@
 #if defined(__AVX512F__)
 #include <immintrin.h>
 
-#ifdef _OPENMP
-#define GC_GEMM_IN_PARALLEL() omp_in_parallel()
-#define GC_GEMM_MAX_THREADS() omp_get_max_threads()
-#else
-#define GC_GEMM_IN_PARALLEL() 1
-#define GC_GEMM_MAX_THREADS() 1
-#endif
 
 #define GC_GEMM_MR 8
 #define GC_GEMM_NV 3
@@ -187,9 +180,9 @@ static int gc_sgemm_own(int ta, int tb, int64_t n, int64_t m, int64_t kk, float 
   if ((beta == 0.0f || beta == 1.0f) && n * kk + kk * m + n * m <= GC_GEMM_OWN_MAX && (!tb || kk <= GC_GEMM_PACK_K)) {
     const int64_t rsa = ta ? 1 : lda, csa = ta ? lda : 1, rsb = tb ? 1 : ldb, csb = tb ? ldb : 1;
     const int64_t tiles = ((m + GC_GEMM_NR - 1) / GC_GEMM_NR) * ((n + GC_GEMM_MR - 1) / GC_GEMM_MR);
-    const int par = tiles > 1 && n * m * kk > (gc_pool_available() ? GC_GEMM_PAR_MIN : GC_GEMM_OMP_PAR_MIN) &&
-                    !GC_GEMM_IN_PARALLEL();
-    const int nthreads = par ? GC_GEMM_MAX_THREADS() : 1;
+    const int most = gc_max_threads();  /* 1 inside a parallel region */
+    const int par = most > 1 && tiles > 1 && n * m * kk > (gc_pool_available() ? GC_GEMM_PAR_MIN : GC_GEMM_OMP_PAR_MIN);
+    const int nthreads = par ? most : 1;
     /* a transposed B's panels, one buffer per thread, taken before any thread starts */
     const int64_t per = tb ? GC_GEMM_NR * (kk + 16) : 0;
     float *pk = per ? (float *)malloc(sizeof(float) * per * nthreads) : NULL;

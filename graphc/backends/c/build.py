@@ -110,8 +110,7 @@ def build_library(source: str, cdef: str, *, extra_cflags: tuple[str, ...] = (),
     """Compile `source` (or take it from the cache) and load it with `cdef` declared.
 
     A source that includes ``gc_pool.h`` (every generated program) gets graphc's worker pool
-    loaded first
-    (`pool.load_pool`). `record_stats=False` leaves `STATS` as it was (the pool's own build:
+    loaded first (`pool.load_pool`). `record_stats=False` leaves `STATS` as it was (the pool's own build:
     STATS counts the libraries compiled for the user's functions).
 
     Raises CompileError when gcc fails (message with the compiler's first error lines and the path

@@ -163,7 +163,8 @@ def reduce_kernel(em, name: str, k: Kernel) -> str:
         block_fold = ("#pragma omp simd\n          for (int64_t j = 0; j < C; j++) d[j] = d[j] + "
                       f"({acc_t})a[j];") if two_level else ""
         blocks_alloc = (f"{ct} *blocks = parts != NULL ? ({ct} *)malloc(sizeof({ct}) * (size_t)(pieces * C)) : NULL;\n"
-                        "  if (blocks == NULL) { free(parts); parts = NULL; }") if two_level else ""
+                        "  if (blocks == NULL) { free(parts); parts = NULL; }") \
+            if two_level else f"{ct} *blocks = NULL;"
         # the pieces run through graphc's pool (gc_pool.h: the caller starts at once, a worker
         # joins when it arrives), so the piece is its own function of a context
         piece_decls = "".join(f"  {d}\n" for d in decls)
@@ -207,7 +208,7 @@ static void {name}_piece(void *ctx, int64_t q, int slot) {{
   int64_t pieces = R < {PIECES} ? R : {PIECES};
   while (pieces > 1 && pieces * C * (int64_t)sizeof({acc_t}) > {PARTS_BYTES}LL) pieces /= 2;
   {acc_t} *parts = pieces > 1 ? ({acc_t} *)malloc(sizeof({acc_t}) * (size_t)(pieces * C)) : NULL;
-  {blocks_alloc if two_level else f"{ct} *blocks = NULL;"}
+  {blocks_alloc}
   if (parts != NULL) {{
     {name}_ctx cx = {{B, D, parts, blocks, pieces}};
     gc_pool_jobs(({total}) > GC_PAR_MIN ? gc_max_threads() : 1, pieces, {name}_piece, &cx);
